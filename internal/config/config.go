@@ -1,0 +1,304 @@
+// Package config turns the environment (and an optional --env-file) into a
+// plain-value Config with defaults, and validates it.
+//
+//	cfg, err := config.Load(os.Environ(), "/run/panopticon.env")
+//	if err == nil { err = cfg.Validate() }
+//
+// Every error names the variable (or the file and line) at fault. Live objects
+// — listeners, loggers, clocks — are not configuration and live elsewhere.
+// Non-goals: parsing the allowlist (package policy) or the secret values
+// themselves (package secrets; Config only carries their raw variables).
+package config
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/joho/godotenv"
+)
+
+// SecretPrefix starts every secret variable (PLACEHOLDER_SECRET_VALUE_, _DOMAINS_, _PINS_).
+const SecretPrefix = "PLACEHOLDER_SECRET_"
+
+// Config is panopticon's configuration: plain values only.
+type Config struct {
+	InboundHTTPSPort int
+	InboundWSSPort   int
+	AppHTTPPort      int
+	AppWSPort        int
+	DashboardPort    int
+	TransparentPort  int
+	DNSPort          int
+
+	ProxyUID int
+	ProxyGID int
+
+	AllowlistFile     string
+	UpstreamDNS       string // host:port
+	UpstreamCAFile    string
+	AllowPrivateCIDRs []netip.Prefix
+
+	CADir       string
+	CAExportDir string
+	LogDir      string
+
+	LogMaxSizeMB  int
+	LogMaxBackups int
+	LogMaxAgeDays int
+	LogCompress   bool
+
+	// Secrets holds the raw PLACEHOLDER_SECRET_* variables, for package secrets.
+	// Never log it.
+	Secrets map[string]string
+}
+
+// Var describes one environment variable: its name, default and meaning. The
+// README table and .env.example are written from the same list.
+type Var struct {
+	Name, Default, Meaning string
+}
+
+// Vars lists every variable panopticon reads, in documentation order.
+var Vars = []Var{
+	{"INBOUND_HTTPS_PORT", "443", "inbound HTTPS reverse proxy → APP_HTTP_PORT"},
+	{"INBOUND_WSS_PORT", "12000", "inbound WSS reverse proxy → APP_WS_PORT"},
+	{"APP_HTTP_PORT", "8443", "the app's plain HTTP listener on loopback"},
+	{"APP_WS_PORT", "12001", "the app's plain WebSocket listener on loopback"},
+	{"DASHBOARD_PORT", "8081", "dashboard"},
+	{"TRANSPARENT_PORT", "8080", "where redirected egress lands"},
+	{"DNS_PORT", "5353", "where redirected DNS lands"},
+	{"PROXY_UID", "1337", "uid panopticon drops to"},
+	{"PROXY_GID", "1337", "gid panopticon drops to"},
+	{"ALLOWLIST_FILE", "/etc/panopticon/allowlist.txt", "egress allowlist"},
+	{"UPSTREAM_DNS", "", "resolver used by the proxy itself (default: first nameserver of /etc/resolv.conf)"},
+	{"UPSTREAM_CA_FILE", "", "extra roots trusted for upstream TLS"},
+	{"ALLOW_PRIVATE_CIDRS", "", "ranges exempt from the private-address guard, comma separated"},
+	{"CA_DIR", "/var/lib/panopticon/ca", "CA key and certificate (private)"},
+	{"CA_EXPORT_DIR", "/panopticon-certs", "ca-cert.pem and ca-bundle.pem for the app"},
+	{"LOG_DIR", "/var/log/panopticon", "flows.jsonl, rotated"},
+	{"LOG_MAX_SIZE_MB", "100", "rotate flows.jsonl after this many megabytes"},
+	{"LOG_MAX_BACKUPS", "5", "rotated files kept"},
+	{"LOG_MAX_AGE_DAYS", "0", "delete rotated files older than this many days (0: keep)"},
+	{"LOG_COMPRESS", "false", "gzip rotated files"},
+}
+
+// Load builds a Config from environ ("KEY=value" pairs, as os.Environ) and,
+// when envFile is not empty, the variables of that file (read with
+// godotenv.Read, never put into the process environment). The process
+// environment wins over the file. Unset variables take their defaults.
+// Load does not Validate.
+func Load(environ []string, envFile string) (Config, error) {
+	vars := map[string]string{}
+	if envFile != "" {
+		fileVars, err := godotenv.Read(envFile)
+		if err != nil {
+			return Config{}, fmt.Errorf("reading --env-file %s: %w", envFile, err)
+		}
+		for k, v := range fileVars {
+			vars[k] = v
+		}
+	}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			vars[k] = v
+		}
+	}
+	return FromMap(vars)
+}
+
+// FromMap builds a Config from a variable map, applying defaults.
+func FromMap(vars map[string]string) (Config, error) {
+	get := func(name string) string {
+		if v, ok := vars[name]; ok && strings.TrimSpace(v) != "" {
+			return strings.TrimSpace(v)
+		}
+		for _, d := range Vars {
+			if d.Name == name {
+				return d.Default
+			}
+		}
+		return ""
+	}
+	var errs []error
+	num := func(name string) int {
+		s := get(name)
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: not a whole number", name, s))
+		}
+		return n
+	}
+	boolean := func(name string) bool {
+		s := get(name)
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: want true or false", name, s))
+		}
+		return b
+	}
+
+	c := Config{
+		InboundHTTPSPort: num("INBOUND_HTTPS_PORT"),
+		InboundWSSPort:   num("INBOUND_WSS_PORT"),
+		AppHTTPPort:      num("APP_HTTP_PORT"),
+		AppWSPort:        num("APP_WS_PORT"),
+		DashboardPort:    num("DASHBOARD_PORT"),
+		TransparentPort:  num("TRANSPARENT_PORT"),
+		DNSPort:          num("DNS_PORT"),
+		ProxyUID:         num("PROXY_UID"),
+		ProxyGID:         num("PROXY_GID"),
+		AllowlistFile:    get("ALLOWLIST_FILE"),
+		UpstreamDNS:      get("UPSTREAM_DNS"),
+		UpstreamCAFile:   get("UPSTREAM_CA_FILE"),
+		CADir:            get("CA_DIR"),
+		CAExportDir:      get("CA_EXPORT_DIR"),
+		LogDir:           get("LOG_DIR"),
+		LogMaxSizeMB:     num("LOG_MAX_SIZE_MB"),
+		LogMaxBackups:    num("LOG_MAX_BACKUPS"),
+		LogMaxAgeDays:    num("LOG_MAX_AGE_DAYS"),
+		LogCompress:      boolean("LOG_COMPRESS"),
+		Secrets:          map[string]string{},
+	}
+	for _, s := range splitList(get("ALLOW_PRIVATE_CIDRS")) {
+		p, err := parsePrefix(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("ALLOW_PRIVATE_CIDRS: %q is not a CIDR range (want e.g. 10.1.0.0/16 or fd00::/8)", s))
+			continue
+		}
+		c.AllowPrivateCIDRs = append(c.AllowPrivateCIDRs, p)
+	}
+	for k, v := range vars {
+		if strings.HasPrefix(k, SecretPrefix) {
+			c.Secrets[k] = v
+		}
+	}
+	return c, errors.Join(errs...)
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// Ports returns every listening port by the variable that sets it.
+func (c Config) Ports() map[string]int {
+	return map[string]int{
+		"INBOUND_HTTPS_PORT": c.InboundHTTPSPort,
+		"INBOUND_WSS_PORT":   c.InboundWSSPort,
+		"APP_HTTP_PORT":      c.AppHTTPPort,
+		"APP_WS_PORT":        c.AppWSPort,
+		"DASHBOARD_PORT":     c.DashboardPort,
+		"TRANSPARENT_PORT":   c.TransparentPort,
+		"DNS_PORT":           c.DNSPort,
+	}
+}
+
+// Validate checks ranges, that every port is distinct (a clash names both
+// variables) and that the paths and the upstream resolver are usable.
+func (c Config) Validate() error {
+	var errs []error
+	ports := c.Ports()
+	names := make([]string, 0, len(ports))
+	for n := range ports {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	seen := map[int]string{}
+	for _, n := range names {
+		p := ports[n]
+		if p < 1 || p > 65535 {
+			errs = append(errs, fmt.Errorf("%s=%d: port out of range 1-65535", n, p))
+			continue
+		}
+		if other, ok := seen[p]; ok {
+			errs = append(errs, fmt.Errorf("%s and %s are both %d: every port must be distinct", other, n, p))
+			continue
+		}
+		seen[p] = n
+	}
+	if c.DNSPort == 53 {
+		errs = append(errs, fmt.Errorf("DNS_PORT=53: the app's DNS (port 53) is redirected here; pick another port such as 5353"))
+	}
+	if c.ProxyUID <= 0 {
+		errs = append(errs, fmt.Errorf("PROXY_UID=%d: must be a non-root uid", c.ProxyUID))
+	}
+	if c.ProxyGID <= 0 {
+		errs = append(errs, fmt.Errorf("PROXY_GID=%d: must be a non-root gid", c.ProxyGID))
+	}
+	for name, path := range map[string]string{"ALLOWLIST_FILE": c.AllowlistFile, "CA_DIR": c.CADir, "CA_EXPORT_DIR": c.CAExportDir, "LOG_DIR": c.LogDir} {
+		if path == "" {
+			errs = append(errs, fmt.Errorf("%s: must not be empty", name))
+		}
+	}
+	if c.UpstreamDNS != "" {
+		if _, _, err := net.SplitHostPort(c.UpstreamDNS); err != nil {
+			if _, err := netip.ParseAddr(c.UpstreamDNS); err != nil {
+				errs = append(errs, fmt.Errorf("UPSTREAM_DNS=%q: want an address such as 1.1.1.1 or 1.1.1.1:53", c.UpstreamDNS))
+			}
+		}
+	}
+	if c.UpstreamCAFile != "" {
+		if _, err := os.Stat(c.UpstreamCAFile); err != nil {
+			errs = append(errs, fmt.Errorf("UPSTREAM_CA_FILE: %w", err))
+		}
+	}
+	if c.LogMaxSizeMB < 1 {
+		errs = append(errs, fmt.Errorf("LOG_MAX_SIZE_MB=%d: must be at least 1", c.LogMaxSizeMB))
+	}
+	if c.LogMaxBackups < 0 {
+		errs = append(errs, fmt.Errorf("LOG_MAX_BACKUPS=%d: must not be negative", c.LogMaxBackups))
+	}
+	if c.LogMaxAgeDays < 0 {
+		errs = append(errs, fmt.Errorf("LOG_MAX_AGE_DAYS=%d: must not be negative", c.LogMaxAgeDays))
+	}
+	return errors.Join(errs...)
+}
+
+// ResolveUpstreamDNS returns UPSTREAM_DNS as host:port, falling back to the
+// first nameserver of resolvConf (normally /etc/resolv.conf).
+func (c Config) ResolveUpstreamDNS(resolvConf string) (string, error) {
+	if c.UpstreamDNS != "" {
+		if _, _, err := net.SplitHostPort(c.UpstreamDNS); err == nil {
+			return c.UpstreamDNS, nil
+		}
+		return net.JoinHostPort(c.UpstreamDNS, "53"), nil
+	}
+	f, err := os.Open(resolvConf)
+	if err != nil {
+		return "", fmt.Errorf("UPSTREAM_DNS is unset and %s cannot be read: %w", resolvConf, err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "nameserver" {
+			if a, err := netip.ParseAddr(fields[1]); err == nil {
+				return net.JoinHostPort(a.String(), "53"), nil
+			}
+		}
+	}
+	return "", fmt.Errorf("UPSTREAM_DNS is unset and %s names no nameserver; set UPSTREAM_DNS", resolvConf)
+}
