@@ -1,0 +1,342 @@
+package egress
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/elazarl/goproxy"
+
+	"github.com/panopticon-dev/panopticon/internal/flowlog"
+	"github.com/panopticon-dev/panopticon/internal/policy"
+	"github.com/panopticon-dev/panopticon/internal/upstream"
+)
+
+// BlockHeader carries the reason of every refusal, so an agent can tell its user why.
+const BlockHeader = "X-Panopticon-Block"
+
+type flowKey struct{}
+
+// ServeHTTP decides one decrypted (or plain) request and proxies it through goproxy.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	meta, _ := r.Context().Value(metaKey{}).(*connMeta)
+	if meta == nil {
+		http.Error(w, "panopticon: not a transparent connection", http.StatusMisdirectedRequest)
+		return
+	}
+	ev := &flowlog.Event{
+		Kind:   flowlog.KindEgress,
+		Client: meta.client,
+		Port:   int(meta.dst.Port()),
+		Method: r.Method,
+		Path:   r.URL.RequestURI(),
+		Detail: map[string]string{"dst": meta.dst.Addr().String()},
+	}
+	if r.ProtoMajor == 2 {
+		ev.Detail["proto"] = "h2"
+	}
+	defer func() {
+		ev.DurationMS = time.Since(start).Milliseconds()
+		p.emit(*ev)
+	}()
+
+	host, blk := destination(meta, r)
+	ev.Host = host
+	if blk == nil {
+		if d := p.cfg.Policy.Decide(host, int(meta.dst.Port())); !d.Allow {
+			blk = &Block{Reason: d.Reason, Message: policyMessage(host, int(meta.dst.Port()), d.Reason)}
+		} else {
+			ev.Reason = d.Rule
+		}
+	}
+	if blk != nil {
+		p.refuse(w, ev, blk)
+		return
+	}
+
+	flow := &Flow{Host: host, Port: int(meta.dst.Port()), TLS: meta.tls, Event: ev}
+	scheme := "http"
+	if meta.tls {
+		scheme = "https"
+	}
+	r.URL.Scheme = scheme
+	r.URL.Host = joinHostPort(host, flow.Port, scheme)
+	r.Host = r.URL.Host
+	if p.cfg.Hooks.Request != nil {
+		if blk := p.cfg.Hooks.Request(r, flow); blk != nil {
+			p.refuse(w, ev, blk)
+			return
+		}
+	}
+	var sent atomic.Int64
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &countingBody{ReadCloser: r.Body, n: &sent}
+	}
+	r = r.WithContext(context.WithValue(r.Context(), flowKey{}, flow))
+
+	rec := &recorder{ResponseWriter: w}
+	p.gp.ServeHTTP(rec, r)
+	rec.closeHijacked()
+
+	ev.Decision = flowlog.Allow
+	ev.Status = rec.status
+	ev.BytesIn = rec.written + rec.hijackedIn.Load()
+	ev.BytesOut = sent.Load() + rec.hijackedOut.Load()
+	if flow.upstreamErr != nil {
+		ev.Decision = flowlog.Block
+		ev.Reason = upstreamReason(flow.upstreamErr)
+		ev.Detail["error"] = flow.upstreamErr.Error()
+	}
+}
+
+// destination returns the name this request may go to, or why it may not.
+// For TLS the name is the SNI and the Host header must agree with it (goproxy
+// would otherwise dial the Host); for plain HTTP it is the Host header. A port
+// in the Host header must match the port the app connected to.
+func destination(meta *connMeta, r *http.Request) (string, *Block) {
+	hostHdr, portHdr := splitHostPort(r.Host)
+	if portHdr != "" && portHdr != strconv.Itoa(int(meta.dst.Port())) {
+		return hostHdr, &Block{Reason: ReasonHostMismatch, Message: fmt.Sprintf("Host port %s differs from the connection's port %d", portHdr, meta.dst.Port())}
+	}
+	if meta.tls {
+		if meta.sni == "" {
+			reason := ReasonNoSNI
+			if hostHdr == "" || policy.IsIPLiteral(hostHdr) {
+				reason = policy.ReasonIPLiteral
+			}
+			return hostHdr, &Block{Reason: reason, Message: "TLS without a server name (SNI); use a host name, not an IP address"}
+		}
+		if hostHdr != "" && !sameHost(hostHdr, meta.sni) {
+			return meta.sni, &Block{Reason: ReasonHostMismatch, Message: fmt.Sprintf("Host %q differs from the TLS server name %q", hostHdr, meta.sni)}
+		}
+		return meta.sni, nil
+	}
+	if hostHdr == "" {
+		return "", &Block{Reason: ReasonNoHost, Message: "HTTP request without a Host header"}
+	}
+	return hostHdr, nil
+}
+
+func sameHost(a, b string) bool {
+	na, errA := policy.NormalizeHost(a)
+	nb, errB := policy.NormalizeHost(b)
+	if errA != nil || errB != nil {
+		return strings.EqualFold(strings.TrimSuffix(a, "."), strings.TrimSuffix(b, "."))
+	}
+	return na == nb
+}
+
+func splitHostPort(hp string) (string, string) {
+	if h, p, err := net.SplitHostPort(hp); err == nil {
+		return h, p
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(hp, "["), "]"), ""
+}
+
+func joinHostPort(host string, port int, scheme string) string {
+	if (scheme == "https" && port == 443) || (scheme == "http" && port == 80) {
+		return host
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+func policyMessage(host string, port int, reason string) string {
+	switch reason {
+	case policy.ReasonNotAllowlisted:
+		return fmt.Sprintf("%s is not on the allowlist; add it to allowlist.txt to allow it", host)
+	case policy.ReasonPortNotAllowed:
+		return fmt.Sprintf("%s is allowlisted, but not on port %d; add %s:%d to allow it", host, port, host, port)
+	case policy.ReasonIPLiteral:
+		return fmt.Sprintf("%s is an IP address; destinations must be host names on the allowlist", host)
+	default:
+		return fmt.Sprintf("%s:%d refused (%s)", host, port, reason)
+	}
+}
+
+// refuse answers with the block status, the reason header and a one-line body.
+func (p *Proxy) refuse(w http.ResponseWriter, ev *flowlog.Event, b *Block) {
+	status := b.Status
+	if status == 0 {
+		status = http.StatusForbidden
+	}
+	ev.Decision = flowlog.Block
+	ev.Reason = b.Reason
+	ev.Status = status
+	h := w.Header()
+	h.Set(BlockHeader, b.Reason)
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	body := "panopticon: blocked: " + oneLine(b.Message) + "\n"
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	n, _ := io.WriteString(w, body)
+	ev.BytesIn = int64(n)
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// onRequest tags the goproxy context with our flow so onResponse can find it.
+func (p *Proxy) onRequest(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
+	ctx.UserData = r.Context().Value(flowKey{})
+	return r, nil
+}
+
+// onResponse turns upstream failures into a clear answer and runs the response hook.
+func (p *Proxy) onResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Response {
+	flow, _ := ctx.UserData.(*Flow)
+	if resp == nil {
+		err := ctx.Error
+		if err == nil {
+			err = errors.New("no response")
+		}
+		if flow != nil {
+			flow.upstreamErr = err
+		}
+		return errorResponse(ctx.Req, err)
+	}
+	if flow != nil && p.cfg.Hooks.Response != nil {
+		p.cfg.Hooks.Response(resp, flow)
+	}
+	return resp
+}
+
+func upstreamReason(err error) string {
+	var ge *upstream.GuardError
+	var uae x509.UnknownAuthorityError
+	var hne x509.HostnameError
+	var cie x509.CertificateInvalidError
+	var tve *tls.CertificateVerificationError
+	switch {
+	case errors.As(err, &ge):
+		return policy.ReasonPrivateAddress
+	case errors.As(err, &uae), errors.As(err, &hne), errors.As(err, &cie), errors.As(err, &tve):
+		return ReasonUpstreamCert
+	default:
+		return ReasonUpstreamError
+	}
+}
+
+func errorResponse(req *http.Request, err error) *http.Response {
+	reason := upstreamReason(err)
+	status := http.StatusBadGateway
+	msg := fmt.Sprintf("upstream %s failed: %v", req.URL.Host, err)
+	if reason == policy.ReasonPrivateAddress {
+		status = http.StatusForbidden
+		msg = fmt.Sprintf("%s resolves to a private address: %v", req.URL.Host, err)
+	}
+	body := "panopticon: blocked: " + oneLine(msg) + "\n"
+	return &http.Response{
+		StatusCode:    status,
+		Status:        fmt.Sprintf("%d %s", status, http.StatusText(status)),
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Request:       req,
+		Header:        http.Header{BlockHeader: {reason}, "Content-Type": {"text/plain; charset=utf-8"}, "Content-Length": {strconv.Itoa(len(body))}},
+		ContentLength: int64(len(body)),
+		Body:          io.NopCloser(strings.NewReader(body)),
+	}
+}
+
+// recorder counts what goes back to the app, flushes each write (so streamed
+// bodies arrive as they are sent), and tracks a hijacked (WebSocket) connection.
+type recorder struct {
+	http.ResponseWriter
+	status      int
+	written     int64
+	hijacked    net.Conn
+	hijackedIn  atomic.Int64
+	hijackedOut atomic.Int64
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(b)
+	r.written += int64(n)
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+	return n, err
+}
+
+func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := r.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("connection cannot be hijacked (HTTP/2)")
+	}
+	c, rw, err := hj.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	cc := &countingConn{Conn: c, in: &r.hijackedIn, out: &r.hijackedOut}
+	r.hijacked = cc
+	return cc, rw, nil
+}
+
+func (r *recorder) closeHijacked() {
+	if r.hijacked != nil {
+		_ = r.hijacked.Close()
+	}
+}
+
+// countingConn counts a hijacked connection: reads are bytes going upstream,
+// writes bytes coming back to the app.
+type countingConn struct {
+	net.Conn
+	in, out *atomic.Int64
+}
+
+func (c *countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.out.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.in.Add(int64(n))
+	return n, err
+}
+
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }

@@ -1,0 +1,392 @@
+// Package egress is the transparent egress proxy: every TCP connection the app
+// opens off the loopback lands here (nat REDIRECT), and leaves — if it leaves —
+// as a new, verified TLS or HTTP connection to the *name* the app asked for.
+//
+//	p := egress.New(egress.Config{Policy: pol, Certs: minter, Transport: tr, Log: flows})
+//	go p.Serve(ctx, listener) // listener on TRANSPARENT_PORT
+//
+// For each connection it reads the original destination (SO_ORIGINAL_DST),
+// peeks the first bytes — a TLS ClientHello gives the SNI, a plain HTTP request
+// line gives the Host — and closes anything else. TLS is terminated with a leaf
+// minted by our CA; the decrypted requests are served by net/http (timeouts,
+// header limits, HTTP/2) and handed to goproxy, whose transport dials only what
+// our own resolver returned for the name. A request whose Host differs from the
+// SNI, a name that is an IP literal and a name not on the allowlist all get a
+// 403 with a one-line reason and an X-Panopticon-Block header.
+//
+// Non-goals: CONNECT proxying (there is no explicit proxy mode), caching,
+// protocols other than TLS and HTTP/1 (they are refused).
+package egress
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/elazarl/goproxy"
+
+	"github.com/panopticon-dev/panopticon/internal/flowlog"
+	"github.com/panopticon-dev/panopticon/internal/policy"
+)
+
+// Decider answers whether host:port may be reached (*policy.Policy).
+type Decider interface {
+	Decide(host string, port int) policy.Decision
+}
+
+// CertSource mints certificates for intercepted names (*ca.Minter).
+type CertSource interface {
+	Certificate(name string) (*tls.Certificate, error)
+}
+
+// Emitter records flow events (*flowlog.Log).
+type Emitter interface {
+	Emit(flowlog.Event)
+}
+
+// Config wires a Proxy. Policy, Certs, Transport and Log are required.
+type Config struct {
+	Policy    Decider
+	Certs     CertSource
+	Transport *http.Transport // upstream transport: pinned dialer, verified TLS, no env proxy
+	Log       Emitter
+	Logger    *slog.Logger
+	// OwnPorts are panopticon's own listening ports; a connection whose
+	// original destination is one of them on loopback is refused (no loops).
+	OwnPorts []int
+	// Hooks let other features (secrets) rewrite requests and responses.
+	Hooks Hooks
+
+	MaxConns          int           // concurrent client connections (default 10000)
+	HandshakeTimeout  time.Duration // to read the first bytes and finish TLS (default 10s)
+	IdleTimeout       time.Duration // keep-alive idle time (default 90s)
+	MaxHeaderBytes    int           // request header limit (default 64 KiB)
+	ReadHeaderTimeout time.Duration // default 10s
+}
+
+// Hooks extend request handling. Both are optional.
+type Hooks struct {
+	// Request runs after the destination was allowed and before anything is
+	// sent upstream. It may rewrite req; a non-nil *Block refuses the request.
+	Request func(req *http.Request, f *Flow) *Block
+	// Response may rewrite the upstream response before it reaches the app.
+	Response func(resp *http.Response, f *Flow)
+}
+
+// Flow is what a door knows about one request, shared with hooks.
+type Flow struct {
+	Host        string // the verified destination name (the SNI for TLS)
+	Port        int
+	TLS         bool
+	Event       *flowlog.Event // hooks may add Secrets and Detail
+	upstreamErr error
+}
+
+// Block is a refusal with a machine-readable reason and a human sentence.
+type Block struct {
+	Status  int    // default 403
+	Reason  string // short token, e.g. "not-allowlisted"
+	Message string // one line for the agent
+}
+
+// Reasons specific to this door (policy has the rest).
+const (
+	ReasonHostMismatch  = "host-mismatch"
+	ReasonNoSNI         = "no-sni"
+	ReasonNoHost        = "no-host"
+	ReasonNotTLSOrHTTP  = "not-tls-or-http"
+	ReasonLoop          = "loop"
+	ReasonUpstreamError = "upstream-error"
+	ReasonUpstreamCert  = "upstream-cert-invalid"
+	ReasonTooManyConns  = "too-many-connections"
+)
+
+// Proxy is the transparent egress proxy.
+type Proxy struct {
+	cfg     Config
+	gp      *goproxy.ProxyHttpServer
+	srv     *http.Server
+	tlsConf *tls.Config
+	own     map[uint16]bool
+	conns   chan struct{}
+	active  atomic.Int64
+}
+
+// New builds a Proxy from cfg.
+func New(cfg Config) *Proxy {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = 10000
+	}
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 90 * time.Second
+	}
+	if cfg.MaxHeaderBytes == 0 {
+		cfg.MaxHeaderBytes = 64 << 10
+	}
+	if cfg.ReadHeaderTimeout == 0 {
+		cfg.ReadHeaderTimeout = 10 * time.Second
+	}
+	p := &Proxy{cfg: cfg, own: map[uint16]bool{}, conns: make(chan struct{}, cfg.MaxConns)}
+	for _, port := range cfg.OwnPorts {
+		p.own[uint16(port)] = true
+	}
+
+	gp := goproxy.NewProxyHttpServer()
+	gp.Tr = cfg.Transport
+	gp.KeepAcceptEncoding = true
+	gp.Logger = printfLogger{cfg.Logger}
+	gp.ConnectDial = nil
+	gp.OnRequest().DoFunc(p.onRequest)
+	gp.OnResponse().DoFunc(p.onResponse)
+	p.gp = gp
+
+	p.tlsConf = &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		NextProtos:     []string{"h2", "http/1.1"},
+		GetCertificate: p.certificate,
+	}
+	p.srv = &http.Server{
+		Handler:           p,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ConnContext:       connContext,
+		ErrorLog:          log.New(slogWriter{cfg.Logger}, "", 0),
+	}
+	return p
+}
+
+// ActiveConns is the number of client connections being served.
+func (p *Proxy) ActiveConns() int64 { return p.active.Load() }
+
+// Serve accepts connections from ln until ctx is done, then stops accepting
+// and gives open requests until they finish (bounded by the caller's exit).
+func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
+	inner := newConnListener(ln.Addr())
+	go func() { _ = p.srv.Serve(inner) }()
+	go func() {
+		<-ctx.Done()
+		_ = ln.Close()
+	}()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_ = p.srv.Shutdown(shutdownCtx)
+				inner.Close()
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return fmt.Errorf("accepting on %s: %w", ln.Addr(), err)
+		}
+		select {
+		case p.conns <- struct{}{}:
+		default:
+			p.cfg.Logger.Warn("egress connection refused: cap reached", "max_conns", p.cfg.MaxConns, "client", c.RemoteAddr().String())
+			_ = c.Close()
+			continue
+		}
+		p.active.Add(1)
+		go p.handleConn(inner, c)
+	}
+}
+
+// connMeta is what we learnt about a client connection before HTTP.
+type connMeta struct {
+	client string
+	dst    netip.AddrPort
+	sni    string
+	tls    bool
+}
+
+type metaKey struct{}
+
+// conn replays the bytes sniffing consumed, carries connMeta, and releases the
+// connection slot exactly once when closed.
+type conn struct {
+	net.Conn
+	r       io.Reader
+	meta    *connMeta
+	release func()
+	once    sync.Once
+}
+
+func (c *conn) Read(b []byte) (int, error) { return c.r.Read(b) }
+func (c *conn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if mc, ok := c.(*conn); ok {
+		return context.WithValue(ctx, metaKey{}, mc.meta)
+	}
+	return ctx
+}
+
+func (p *Proxy) handleConn(inner *connListener, c net.Conn) {
+	release := func() {
+		p.active.Add(-1)
+		<-p.conns
+	}
+	start := time.Now()
+	meta := &connMeta{client: c.RemoteAddr().String()}
+	fail := func(reason, msg string) {
+		_ = c.Close()
+		release()
+		if reason == "" {
+			return
+		}
+		p.emit(flowlog.Event{
+			Kind: flowlog.KindEgress, Decision: flowlog.Block, Reason: reason,
+			Client: meta.client, Host: meta.sni, Port: int(meta.dst.Port()),
+			DurationMS: time.Since(start).Milliseconds(),
+			Detail:     map[string]string{"dst": meta.dst.String(), "error": msg},
+		})
+	}
+	tcp, ok := c.(*net.TCPConn)
+	if !ok {
+		fail("", "")
+		return
+	}
+	dst, err := originalDst(tcp)
+	if err != nil {
+		p.cfg.Logger.Warn("egress: no original destination", "client", meta.client, "err", err)
+		fail(ReasonLoop, err.Error())
+		return
+	}
+	meta.dst = dst
+	local, _ := netip.ParseAddrPort(c.LocalAddr().String())
+	if dst.Addr().Unmap() == local.Addr().Unmap() && dst.Port() == local.Port() ||
+		dst.Addr().IsLoopback() && p.own[dst.Port()] {
+		fail(ReasonLoop, "connection straight to panopticon's own listener")
+		return
+	}
+
+	_ = c.SetDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
+	br := bufio.NewReaderSize(c, 4096)
+	proto, err := sniff(br)
+	if err != nil {
+		fail("", "") // closed before sending anything: not a flow
+		return
+	}
+	wrapped := &conn{Conn: c, r: br, meta: meta, release: release}
+	switch proto {
+	case protoTLS:
+		hello, seen, err := clientHello(br)
+		if hello == nil {
+			fail(ReasonNotTLSOrHTTP, fmt.Sprintf("unreadable TLS ClientHello: %v", err))
+			return
+		}
+		meta.tls = true
+		meta.sni = hello.ServerName
+		wrapped.r = io.MultiReader(bytesReader(seen), br)
+		_ = c.SetDeadline(time.Time{}) // http.Server sets its own handshake and header deadlines
+		inner.push(tls.Server(wrapped, p.tlsConf))
+	case protoHTTP:
+		_ = c.SetDeadline(time.Time{})
+		inner.push(wrapped)
+	default:
+		fail(ReasonNotTLSOrHTTP, "first bytes are neither a TLS ClientHello nor an HTTP request")
+	}
+}
+
+// certificate mints the leaf for the SNI, or for the original destination's
+// address when the client sent none (so we can still answer with a 403).
+func (p *Proxy) certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	name := hello.ServerName
+	if name == "" {
+		if mc, ok := hello.Conn.(*conn); ok {
+			name = mc.meta.dst.Addr().String()
+		}
+	}
+	if name == "" {
+		return nil, errors.New("no server name and no original destination")
+	}
+	return p.cfg.Certs.Certificate(name)
+}
+
+func (p *Proxy) emit(e flowlog.Event) {
+	if p.cfg.Log != nil {
+		p.cfg.Log.Emit(e)
+	}
+}
+
+// connListener hands sniffed connections to the http.Server.
+type connListener struct {
+	addr net.Addr
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newConnListener(addr net.Addr) *connListener {
+	return &connListener{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *connListener) push(c net.Conn) {
+	select {
+	case l.ch <- c:
+	case <-l.done:
+		_ = c.Close()
+	}
+}
+
+func (l *connListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *connListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *connListener) Addr() net.Addr { return l.addr }
+
+// printfLogger routes goproxy's Printf logging to slog (debug level).
+type printfLogger struct{ l *slog.Logger }
+
+func (p printfLogger) Printf(format string, v ...any) {
+	p.l.Debug(strings.TrimSpace(fmt.Sprintf(format, v...)), "component", "goproxy")
+}
+
+// slogWriter routes net/http's error log (TLS handshake errors, …) to slog.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(b []byte) (int, error) {
+	w.l.Info(strings.TrimSpace(string(b)), "component", "egress")
+	return len(b), nil
+}

@@ -1,0 +1,168 @@
+package egress
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"testing/iotest"
+
+	"github.com/panopticon-dev/panopticon/internal/flowlog"
+	"time"
+)
+
+// helloBytes captures the ClientHello a real tls.Client sends for serverName.
+func helloBytes(t *testing.T, serverName string) []byte {
+	t.Helper()
+	client, server := net.Pipe()
+	defer server.Close()
+	go func() {
+		c := tls.Client(client, &tls.Config{ServerName: serverName, InsecureSkipVerify: true, NextProtos: []string{"h2", "http/1.1"}})
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		_ = c.Handshake()
+		client.Close()
+	}()
+	var buf bytes.Buffer
+	_ = server.SetDeadline(time.Now().Add(2 * time.Second))
+	tmp := make([]byte, 64<<10)
+	for {
+		n, err := server.Read(tmp)
+		buf.Write(tmp[:n])
+		if err != nil || buf.Len() >= 5 && buf.Len() >= 5+int(buf.Bytes()[3])<<8|int(buf.Bytes()[4]) {
+			break
+		}
+	}
+	return buf.Bytes()
+}
+
+func TestSniffClassifiesFirstBytes(t *testing.T) {
+	hello := helloBytes(t, "allowed.test")
+	cases := []struct {
+		name string
+		in   []byte
+		want int
+	}{
+		{"TLS ClientHello", hello, protoTLS},
+		{"HTTP GET", []byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), protoHTTP},
+		{"HTTP OPTIONS", []byte("OPTIONS * HTTP/1.1\r\n"), protoHTTP},
+		{"SSH banner", []byte("SSH-2.0-OpenSSH_9.2\r\n"), protoOther},
+		{"lower-case method", []byte("get / HTTP/1.1\r\n"), protoOther},
+		{"method too long", []byte("ABCDEFGHIJ / HTTP/1.1\r\n"), protoOther},
+		{"binary", []byte{0x00, 0x01, 0x02}, protoOther},
+		{"space first", []byte(" GET /"), protoOther},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := sniff(bufio.NewReader(bytes.NewReader(tc.in)))
+			if err != nil {
+				t.Fatalf("sniff: %v", err)
+			}
+			if got != tc.want {
+				t.Fatalf("sniff = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestClientHelloGivesSNIAndReplaysEveryByte(t *testing.T) {
+	for _, name := range []string{"allowed.test", "api.wild.test", ""} {
+		t.Run("sni="+name, func(t *testing.T) {
+			raw := helloBytes(t, name)
+			// One byte per read: a ClientHello split across many TCP segments.
+			hello, seen, err := clientHello(iotest.OneByteReader(bytes.NewReader(raw)))
+			if hello == nil {
+				t.Fatalf("no hello: %v", err)
+			}
+			if hello.ServerName != name {
+				t.Fatalf("ServerName = %q, want %q", hello.ServerName, name)
+			}
+			if !bytes.Equal(seen, raw[:len(seen)]) || len(seen) == 0 {
+				t.Fatalf("replayed bytes differ from what the client sent")
+			}
+		})
+	}
+}
+
+func TestClientHelloRejectsGarbage(t *testing.T) {
+	garbage := append([]byte{0x16, 0x03, 0x01, 0x00, 0x05}, []byte("hello")...)
+	hello, _, err := clientHello(bytes.NewReader(garbage))
+	if hello != nil || err == nil {
+		t.Fatalf("garbage accepted as a ClientHello: hello=%v err=%v", hello, err)
+	}
+}
+
+func TestDestination(t *testing.T) {
+	dst443 := netip.MustParseAddrPort("203.0.113.10:443")
+	dst80 := netip.MustParseAddrPort("203.0.113.10:80")
+	cases := []struct {
+		name       string
+		meta       connMeta
+		host       string
+		wantHost   string
+		wantReason string
+	}{
+		{"TLS host equals SNI", connMeta{dst: dst443, sni: "allowed.test", tls: true}, "allowed.test", "allowed.test", ""},
+		{"TLS host differs only in case and dot", connMeta{dst: dst443, sni: "allowed.test", tls: true}, "Allowed.Test.", "allowed.test", ""},
+		{"TLS host with the right port", connMeta{dst: dst443, sni: "allowed.test", tls: true}, "allowed.test:443", "allowed.test", ""},
+		{"TLS Host differs from SNI", connMeta{dst: dst443, sni: "allowed.test", tls: true}, "denied.test", "allowed.test", ReasonHostMismatch},
+		{"TLS Host port trick", connMeta{dst: dst443, sni: "allowed.test", tls: true}, "allowed.test:8443", "allowed.test", ReasonHostMismatch},
+		{"TLS without SNI to an IP", connMeta{dst: dst443, tls: true}, "203.0.113.10", "203.0.113.10", "ip-literal"},
+		{"TLS without SNI, named Host", connMeta{dst: dst443, tls: true}, "allowed.test", "allowed.test", ReasonNoSNI},
+		{"plain HTTP uses Host", connMeta{dst: dst80}, "allowed.test", "allowed.test", ""},
+		{"plain HTTP without Host", connMeta{dst: dst80}, "", "", ReasonNoHost},
+		{"plain HTTP port trick", connMeta{dst: dst80}, "allowed.test:443", "allowed.test", ReasonHostMismatch},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r, _ := http.NewRequest("GET", "http://x/", nil)
+			r.Host = tc.host
+			host, blk := destination(&tc.meta, r)
+			reason := ""
+			if blk != nil {
+				reason = blk.Reason
+			}
+			if reason != tc.wantReason {
+				t.Fatalf("reason = %q, want %q", reason, tc.wantReason)
+			}
+			if tc.wantReason == "" && host != tc.wantHost {
+				t.Fatalf("host = %q, want %q", host, tc.wantHost)
+			}
+		})
+	}
+}
+
+func TestRefuseWritesOneLineReasonAndHeader(t *testing.T) {
+	p := &Proxy{}
+	rec := &headerRecorder{h: http.Header{}}
+	ev := newEventForTest()
+	p.refuse(rec, ev, &Block{Reason: "not-allowlisted", Message: "denied.test is not\non the allowlist"})
+	if rec.code != http.StatusForbidden || rec.h.Get(BlockHeader) != "not-allowlisted" {
+		t.Fatalf("got %d %q", rec.code, rec.h.Get(BlockHeader))
+	}
+	body := rec.body.String()
+	if strings.Count(body, "\n") != 1 || !strings.HasPrefix(body, "panopticon: blocked: denied.test is not on the allowlist") {
+		t.Fatalf("body %q is not one line with the reason", body)
+	}
+	if ev.Decision != "block" || ev.Reason != "not-allowlisted" || ev.Status != 403 {
+		t.Fatalf("event %+v", ev)
+	}
+}
+
+type headerRecorder struct {
+	h    http.Header
+	code int
+	body bytes.Buffer
+}
+
+func (r *headerRecorder) Header() http.Header         { return r.h }
+func (r *headerRecorder) WriteHeader(c int)           { r.code = c }
+func (r *headerRecorder) Write(b []byte) (int, error) { return r.body.Write(b) }
+
+var _ io.Writer = (*headerRecorder)(nil)
+
+func newEventForTest() *flowlog.Event { return &flowlog.Event{} }
