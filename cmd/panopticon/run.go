@@ -1,0 +1,279 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/panopticon-dev/panopticon/internal/ca"
+	"github.com/panopticon-dev/panopticon/internal/config"
+	pdns "github.com/panopticon-dev/panopticon/internal/dns"
+	"github.com/panopticon-dev/panopticon/internal/egress"
+	"github.com/panopticon-dev/panopticon/internal/firewall"
+	"github.com/panopticon-dev/panopticon/internal/flowlog"
+	"github.com/panopticon-dev/panopticon/internal/policy"
+	"github.com/panopticon-dev/panopticon/internal/privdrop"
+	"github.com/panopticon-dev/panopticon/internal/upstream"
+)
+
+// proxyMark is the SO_MARK on panopticon's own upstream sockets. Together with
+// the uid it is what the firewall lets out; setting it needs CAP_NET_ADMIN,
+// which the app does not have.
+const proxyMark = 0x1337
+
+// reloadInterval is how often the allowlist file is polled.
+const reloadInterval = 500 * time.Millisecond
+
+// healthName is the DNS name the healthcheck asks; it is answered and not logged.
+const healthName = "panopticon-healthcheck.invalid"
+
+func ipv6Available() bool {
+	_, err := os.Stat("/proc/net/if_inet6")
+	return err == nil
+}
+
+func firewallSpec(cfg config.Config) firewall.Spec {
+	return firewall.Spec{
+		ProxyUID:        cfg.ProxyUID,
+		Mark:            proxyMark,
+		TransparentPort: cfg.TransparentPort,
+		DNSPort:         cfg.DNSPort,
+		InboundPorts:    []int{cfg.InboundHTTPSPort, cfg.InboundWSSPort, cfg.DashboardPort},
+		DashboardPort:   cfg.DashboardPort,
+	}
+}
+
+func families() []firewall.Family {
+	if ipv6Available() {
+		return []firewall.Family{firewall.IPv4, firewall.IPv6}
+	}
+	return []firewall.Family{firewall.IPv4}
+}
+
+// run follows DESIGN.md's start-up order: configuration, firewall, CA,
+// listeners, privilege drop, serve. Nothing serves before the firewall is in.
+func run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error {
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	slog.SetDefault(logger)
+	fail := func(format string, args ...any) error {
+		return &startupError{fmt.Errorf(format, args...)}
+	}
+
+	// 1. Configuration that needs files.
+	list, err := policy.ParseFile(cfg.AllowlistFile)
+	if err != nil {
+		return fail("ALLOWLIST_FILE: %w", err)
+	}
+	upstreamDNS, err := cfg.ResolveUpstreamDNS("/etc/resolv.conf")
+	if err != nil {
+		return fail("%w", err)
+	}
+	roots, err := upstreamRoots(cfg.UpstreamCAFile)
+	if err != nil {
+		return fail("UPSTREAM_CA_FILE: %w", err)
+	}
+
+	// 2. Firewall, as root, before anything listens.
+	spec := firewallSpec(cfg)
+	for _, fam := range families() {
+		r, err := firewall.New(fam)
+		if err != nil {
+			return fail("firewall (%s): %w", fam, err)
+		}
+		if err := firewall.Apply(r, firewall.BuildPlan(spec, fam)); err != nil {
+			return fail("firewall (%s): %w", fam, err)
+		}
+	}
+	if !ipv6Available() {
+		logger.Warn("IPv6 is not available in this kernel; only IPv4 rules installed")
+	}
+	logger.Info("firewall installed", "transparent_port", cfg.TransparentPort, "dns_port", cfg.DNSPort, "proxy_uid", cfg.ProxyUID)
+
+	// 3. CA.
+	authority, err := ca.LoadOrCreate(cfg.CADir)
+	if err != nil {
+		return fail("CA_DIR: %w", err)
+	}
+	if err := authority.Export(cfg.CAExportDir); err != nil {
+		return fail("CA_EXPORT_DIR: %w", err)
+	}
+	minter := ca.NewMinter(authority, 4096)
+
+	// Directories the dropped identity writes to.
+	if err := ownDir(cfg.LogDir, cfg.ProxyUID, cfg.ProxyGID); err != nil {
+		return fail("LOG_DIR: %w", err)
+	}
+	flows, err := flowlog.New(flowlog.Options{
+		Dir: cfg.LogDir, MaxSizeMB: cfg.LogMaxSizeMB, MaxBackups: cfg.LogMaxBackups,
+		MaxAgeDays: cfg.LogMaxAgeDays, Compress: cfg.LogCompress,
+	}, stdout)
+	if err != nil {
+		return fail("LOG_DIR: %w", err)
+	}
+	defer flows.Close()
+
+	pol := policy.New(list, policy.NewGuard(cfg.AllowPrivateCIDRs))
+	resolver := upstream.NewResolver(upstreamDNS, proxyMark)
+	dialer := &upstream.Dialer{Resolver: resolver, Guard: pol.Guard(), Mark: proxyMark}
+
+	// 4. Listeners.
+	transparent, err := net.Listen("tcp", ":"+strconv.Itoa(cfg.TransparentPort))
+	if err != nil {
+		return fail("TRANSPARENT_PORT: %w", err)
+	}
+	dnsAddrs := []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.DNSPort))}
+	if ipv6Available() {
+		dnsAddrs = append(dnsAddrs, net.JoinHostPort("::1", strconv.Itoa(cfg.DNSPort)))
+	}
+	dnsServer := &pdns.Server{
+		Policy:   pol,
+		Guard:    pol.Guard(),
+		Upstream: upstreamDNS,
+		UDP:      resolver.UDP,
+		TCP:      resolver.TCP,
+		Log:      quietHealth{flows},
+		Logger:   logger,
+	}
+	dnsListeners, err := dnsServer.Listen(dnsAddrs)
+	if errors.Is(err, syscall.EADDRNOTAVAIL) && len(dnsAddrs) > 1 {
+		// IPv6 is disabled on lo (Docker's default): there is no ::1 to
+		// redirect to, and the ip6tables rules still reject all IPv6.
+		logger.Warn("::1 is not available; DNS listens on IPv4 loopback only", "err", err)
+		dnsListeners, err = dnsServer.Listen(dnsAddrs[:1])
+	}
+	if err != nil {
+		return fail("DNS_PORT: %w", err)
+	}
+
+	// 5. Drop to the proxy identity, keeping only CAP_NET_ADMIN (for SO_MARK).
+	if err := privdrop.Drop(cfg.ProxyUID, cfg.ProxyGID, privdrop.CapNetAdmin); err != nil {
+		return fail("dropping privileges to %d:%d: %w", cfg.ProxyUID, cfg.ProxyGID, err)
+	}
+	logger.Info("privileges dropped", "uid", os.Getuid(), "gid", os.Getgid())
+
+	// 6. Serve.
+	transport := &http.Transport{
+		Proxy:                 nil, // never HTTPS_PROXY from the environment
+		DialContext:           dialer.DialContext,
+		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12, ClientSessionCache: tls.NewLRUClientSessionCache(1024)},
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true, // pass Accept-Encoding and bodies through untouched
+	}
+	proxy := egress.New(egress.Config{
+		Policy:    pol,
+		Certs:     minter,
+		Transport: transport,
+		Log:       flows,
+		Logger:    logger,
+		OwnPorts:  portsOf(cfg),
+	})
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	start := func(name string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	start("egress", func() error { return proxy.Serve(ctx, transparent) })
+	start("dns", func() error { return dnsListeners.Serve(ctx) })
+	start("allowlist reload", func() error {
+		policy.Watch(ctx, cfg.AllowlistFile, reloadInterval,
+			func(l *policy.Allowlist) {
+				pol.Swap(l)
+				logger.Info("allowlist reloaded", "file", cfg.AllowlistFile, "entries", len(l.Entries()))
+			},
+			func(err error) {
+				logger.Error("allowlist reload failed; keeping the last good list", "file", cfg.AllowlistFile, "err", err)
+			})
+		return nil
+	})
+	logger.Info("panopticon serving", "version", version, "transparent", transparent.Addr().String(), "dns", dnsListeners.Addrs(), "upstream_dns", upstreamDNS, "allowlist_entries", len(list.Entries()))
+
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down; the firewall stays in place (fail closed)")
+	case err := <-errc:
+		logger.Error("a listener failed; shutting down", "err", err)
+		wg.Wait()
+		return err
+	}
+	wg.Wait()
+	return nil
+}
+
+func portsOf(cfg config.Config) []int {
+	var out []int
+	for _, p := range cfg.Ports() {
+		out = append(out, p)
+	}
+	return out
+}
+
+// upstreamRoots is the system pool plus UPSTREAM_CA_FILE.
+func upstreamRoots(extra string) (*x509.CertPool, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if extra == "" {
+		return pool, nil
+	}
+	pem, err := os.ReadFile(extra)
+	if err != nil {
+		return nil, err
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", extra)
+	}
+	return pool, nil
+}
+
+// ownDir creates dir and hands it (and what is in it) to uid:gid, so the
+// dropped identity can write and rotate its files.
+func ownDir(dir string, uid, gid int) error {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := os.Lchown(path, uid, gid); err != nil {
+			return fmt.Errorf("chown %s to %d:%d: %w", path, uid, gid, err)
+		}
+		return nil
+	})
+}
+
+// quietHealth keeps the healthcheck's probes out of the flow log.
+type quietHealth struct{ l *flowlog.Log }
+
+func (q quietHealth) Emit(e flowlog.Event) {
+	if e.Host == healthName {
+		return
+	}
+	q.l.Emit(e)
+}

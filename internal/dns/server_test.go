@@ -1,0 +1,559 @@
+package dns
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	miekg "github.com/miekg/dns"
+
+	"github.com/panopticon-dev/panopticon/internal/flowlog"
+	"github.com/panopticon-dev/panopticon/internal/policy"
+)
+
+func TestAllowedNamesResolve(t *testing.T) {
+	h := newHarness(t, nil)
+	tests := []struct {
+		name  string
+		qname string
+		qtype uint16
+		want  []string
+	}{
+		{"A", "allowed.test.", miekg.TypeA, []string{"198.51.100.7"}},
+		{"AAAA", "allowed.test.", miekg.TypeAAAA, []string{"2001:db8::7"}},
+		{"mixed case", "AlLoWeD.TeSt.", miekg.TypeA, []string{"198.51.100.7"}},
+		{"upper case wildcard", "WWW.WILD.TEST.", miekg.TypeA, []string{"203.0.113.9"}},
+	}
+	for _, tt := range tests {
+		for _, netw := range []string{"udp", "tcp"} {
+			t.Run(tt.name+"/"+netw, func(t *testing.T) {
+				r := h.query(t, netw, tt.qname, tt.qtype, 0)
+				if r.Rcode != miekg.RcodeSuccess {
+					t.Fatalf("rcode = %s, want NOERROR", miekg.RcodeToString[r.Rcode])
+				}
+				if got := answerAddrs(r); !slices.Equal(got, tt.want) {
+					t.Errorf("answers = %v, want %v", got, tt.want)
+				}
+				if r.Question[0].Name != tt.qname {
+					t.Errorf("question echoed as %q, want the client's spelling %q", r.Question[0].Name, tt.qname)
+				}
+				if !r.RecursionAvailable {
+					t.Error("RA not set")
+				}
+			})
+		}
+	}
+}
+
+func TestOtherTypesForAllowedNames(t *testing.T) {
+	h := newHarness(t, nil)
+	r := h.query(t, "udp", "allowed.test.", miekg.TypeTXT, 1232)
+	if len(r.Answer) != 1 || r.Answer[0].(*miekg.TXT).Txt[0] != "hello" {
+		t.Errorf("TXT answer = %v", r.Answer)
+	}
+	if r.IsEdns0() == nil {
+		t.Error("reply to an EDNS query has no OPT record")
+	}
+	r = h.query(t, "tcp", "allowed.test.", miekg.TypeMX, 0)
+	if len(r.Answer) != 1 || r.Answer[0].(*miekg.MX).Mx != "mx.allowed.test." {
+		t.Errorf("MX answer = %v", r.Answer)
+	}
+	if r.IsEdns0() != nil {
+		t.Error("reply to a query without EDNS carries an OPT record")
+	}
+}
+
+func TestDeniedNamesNeverReachUpstream(t *testing.T) {
+	h := newHarness(t, nil)
+	exfil := strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + ".exfil.evil.test."
+	tests := []struct {
+		name   string
+		qname  string
+		qtype  uint16
+		reason string
+	}{
+		{"not allowlisted", "evil.test.", miekg.TypeA, policy.ReasonNotAllowlisted},
+		{"allowlisted name as a prefix", "allowed.test.evil.", miekg.TypeA, policy.ReasonNotAllowlisted},
+		{"sibling of exact entry", "sub.allowed.test.", miekg.TypeA, policy.ReasonNotAllowlisted},
+		{"escaped dot in label", `evil\.wild.test.`, miekg.TypeA, policy.ReasonBadHost},
+		{"escaped dot exact", `evil\.allowed.test.`, miekg.TypeA, policy.ReasonBadHost},
+		{"escaped byte", `wild\000.wild.test.`, miekg.TypeA, policy.ReasonBadHost},
+		{"long-label TXT exfiltration", exfil, miekg.TypeTXT, policy.ReasonNotAllowlisted},
+		{"root", ".", miekg.TypeNS, policy.ReasonBadHost},
+		{"ANY for denied name", "evil.test.", miekg.TypeANY, policy.ReasonNotAllowlisted},
+	}
+	for _, tt := range tests {
+		for _, netw := range []string{"udp", "tcp"} {
+			t.Run(tt.name+"/"+netw, func(t *testing.T) {
+				r := h.query(t, netw, tt.qname, tt.qtype, 0)
+				if r.Rcode != miekg.RcodeNameError {
+					t.Errorf("rcode = %s, want NXDOMAIN", miekg.RcodeToString[r.Rcode])
+				}
+				if r.Authoritative || !r.RecursionAvailable {
+					t.Errorf("AA=%v RA=%v, want AA off, RA on", r.Authoritative, r.RecursionAvailable)
+				}
+				if h.upstreamSaw(tt.qname) {
+					t.Errorf("upstream received %q", tt.qname)
+				}
+				ev := h.events.last(t)
+				if ev.Decision != flowlog.Block || ev.Reason != tt.reason || ev.Detail[DetailRcode] != "NXDOMAIN" {
+					t.Errorf("event decision=%q reason=%q rcode=%q, want block/%s/NXDOMAIN", ev.Decision, ev.Reason, ev.Detail[DetailRcode], tt.reason)
+				}
+			})
+		}
+	}
+	if n := len(h.up.seen()); n != 0 {
+		t.Errorf("upstream saw %d questions, want none: %v", n, h.up.seen())
+	}
+}
+
+func TestPolicyAskedWithCanonicalName(t *testing.T) {
+	s := &Server{Policy: &fakePolicy{exact: []string{"allowed.test"}}, Guard: fakeGuard{}, UDP: stubExchanger{}, TCP: stubExchanger{}}
+	for _, name := range []string{"Allowed.Test.", "allowed.test", "ALLOWED.TEST"} {
+		w := &fakeWriter{}
+		m := new(miekg.Msg)
+		m.SetQuestion(name, miekg.TypeA) // SetQuestion does not add the dot: a non-FQDN name reaches ServeDNS as is
+		s.ServeDNS(w, m)
+		if len(w.msgs) != 1 || w.msgs[0].Rcode != miekg.RcodeSuccess {
+			t.Errorf("%q: reply %v, want NOERROR", name, w.msgs)
+		}
+	}
+	asked := s.Policy.(*fakePolicy).asked
+	for _, a := range asked {
+		if a != "allowed.test" {
+			t.Errorf("policy asked about %q, want %q", a, "allowed.test")
+		}
+	}
+}
+
+// stubExchanger answers every query with one public A record.
+type stubExchanger struct{}
+
+func (stubExchanger) ExchangeContext(_ context.Context, m *miekg.Msg, _ string) (*miekg.Msg, time.Duration, error) {
+	r := new(miekg.Msg)
+	r.SetReply(m)
+	a, _ := miekg.NewRR(m.Question[0].Name + " 60 IN A 198.51.100.1")
+	r.Answer = append(r.Answer, a)
+	return r, 0, nil
+}
+
+func TestRebindingRefused(t *testing.T) {
+	h := newHarness(t, nil)
+	tests := []struct {
+		qname   string
+		qtype   uint16
+		private string
+	}{
+		{"p10.wild.test.", miekg.TypeA, "10.0.0.5"},
+		{"ploop.wild.test.", miekg.TypeA, "127.0.0.1"},
+		{"pmeta.wild.test.", miekg.TypeA, "169.254.169.254"},
+		{"pmapped.wild.test.", miekg.TypeAAAA, "::ffff:10.0.0.1"},
+		{"pcname.wild.test.", miekg.TypeA, "192.168.1.10"},
+		{"phint.wild.test.", miekg.TypeHTTPS, "10.1.2.3"},
+	}
+	for _, tt := range tests {
+		for _, netw := range []string{"udp", "tcp"} {
+			t.Run(tt.qname+"/"+netw, func(t *testing.T) {
+				r := h.query(t, netw, tt.qname, tt.qtype, 0)
+				if r.Rcode != miekg.RcodeRefused {
+					t.Errorf("rcode = %s, want REFUSED", miekg.RcodeToString[r.Rcode])
+				}
+				if len(r.Answer) != 0 {
+					t.Errorf("refused reply carries answers: %v", r.Answer)
+				}
+				ev := h.events.last(t)
+				if ev.Decision != flowlog.Block || ev.Reason != policy.ReasonPrivateAddress || ev.Detail[DetailPrivate] != tt.private {
+					t.Errorf("event = %+v, want block/private-address/%s", ev, tt.private)
+				}
+			})
+		}
+	}
+}
+
+func TestTruncation(t *testing.T) {
+	h := newHarness(t, nil)
+
+	r := h.query(t, "udp", "big.wild.test.", miekg.TypeA, 0)
+	if !r.Truncated {
+		t.Error("60 A records over UDP without EDNS: TC not set")
+	}
+	r.Compress = true // as it travelled
+	if r.Len() > miekg.MinMsgSize {
+		t.Errorf("UDP reply is %d bytes, want <= 512", r.Len())
+	}
+
+	r = h.query(t, "udp", "big.wild.test.", miekg.TypeA, 4096)
+	if r.Truncated || len(r.Answer) != 60 {
+		t.Errorf("UDP with EDNS 4096: TC=%v answers=%d, want all 60", r.Truncated, len(r.Answer))
+	}
+
+	r = h.query(t, "udp", "big.wild.test.", miekg.TypeA, 600)
+	if !r.Truncated {
+		t.Error("UDP with EDNS 600: TC not set")
+	}
+
+	r = h.query(t, "tcp", "big.wild.test.", miekg.TypeA, 0)
+	if r.Truncated || len(r.Answer) != 60 {
+		t.Errorf("TCP: TC=%v answers=%d, want all 60", r.Truncated, len(r.Answer))
+	}
+}
+
+func TestTruncatedUpstreamRetriedOverTCP(t *testing.T) {
+	h := newHarness(t, nil)
+	r := h.query(t, "udp", "tc.wild.test.", miekg.TypeA, 0)
+	if r.Truncated || !slices.Equal(answerAddrs(r), []string{"198.51.100.99"}) {
+		t.Fatalf("TC=%v answers=%v, want 198.51.100.99 without TC", r.Truncated, answerAddrs(r))
+	}
+	var nets []string
+	for _, s := range h.up.seen() {
+		nets = append(nets, s.net)
+	}
+	if !slices.Equal(nets, []string{"udp", "tcp"}) {
+		t.Errorf("upstream transports = %v, want [udp tcp]", nets)
+	}
+	if ev := h.events.last(t); ev.Detail[DetailUpstream] != "tcp" {
+		t.Errorf("event detail = %v, want upstream=tcp", ev.Detail)
+	}
+}
+
+func TestUpstreamFailureIsServfail(t *testing.T) {
+	// A UDP socket that reads and never answers, and a closed port.
+	silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	closed, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAddr := closed.LocalAddr().String()
+	closed.Close()
+
+	for name, addr := range map[string]string{"silent": silent.LocalAddr().String(), "unreachable": closedAddr} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, func(s *Server) { s.Upstream = addr; s.Timeout = 300 * time.Millisecond })
+			for _, netw := range []string{"udp", "tcp"} {
+				start := time.Now()
+				r := h.query(t, netw, "allowed.test.", miekg.TypeA, 0)
+				if r.Rcode != miekg.RcodeServerFailure {
+					t.Errorf("%s: rcode = %s, want SERVFAIL", netw, miekg.RcodeToString[r.Rcode])
+				}
+				if d := time.Since(start); d > 2*time.Second {
+					t.Errorf("%s: SERVFAIL took %v", netw, d)
+				}
+				ev := h.events.last(t)
+				if ev.Detail[DetailError] == "" || ev.Detail[DetailRcode] != "SERVFAIL" {
+					t.Errorf("%s: event detail = %v, want an error and SERVFAIL", netw, ev.Detail)
+				}
+			}
+		})
+	}
+}
+
+func TestUnsupportedQueries(t *testing.T) {
+	h := newHarness(t, nil)
+	tests := []struct {
+		name  string
+		msg   func() *miekg.Msg
+		rcode int
+	}{
+		{"ANY", func() *miekg.Msg { return new(miekg.Msg).SetQuestion("allowed.test.", miekg.TypeANY) }, miekg.RcodeNotImplemented},
+		{"AXFR", func() *miekg.Msg { return new(miekg.Msg).SetQuestion("allowed.test.", miekg.TypeAXFR) }, miekg.RcodeNotImplemented},
+		{"CHAOS class", func() *miekg.Msg {
+			m := new(miekg.Msg).SetQuestion("allowed.test.", miekg.TypeTXT)
+			m.Question[0].Qclass = miekg.ClassCHAOS
+			return m
+		}, miekg.RcodeNotImplemented},
+		{"NOTIFY", func() *miekg.Msg { return new(miekg.Msg).SetNotify("allowed.test.") }, miekg.RcodeNotImplemented},
+		{"UPDATE", func() *miekg.Msg { return new(miekg.Msg).SetUpdate("allowed.test.") }, miekg.RcodeNotImplemented},
+		{"no question", func() *miekg.Msg { m := new(miekg.Msg); m.Id = miekg.Id(); return m }, miekg.RcodeFormatError},
+		{"two OPT records", func() *miekg.Msg {
+			return new(miekg.Msg).SetQuestion("allowed.test.", miekg.TypeA).SetEdns0(1232, false).SetEdns0(4096, false)
+		}, miekg.RcodeFormatError},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := h.exchangeRaw(t, "udp", tt.msg())
+			if r.Rcode != tt.rcode {
+				t.Errorf("rcode = %s, want %s", miekg.RcodeToString[r.Rcode], miekg.RcodeToString[tt.rcode])
+			}
+		})
+	}
+	if n := len(h.up.seen()); n != 0 {
+		t.Errorf("upstream saw %d questions, want none", n)
+	}
+}
+
+func TestBadEDNSVersion(t *testing.T) {
+	h := newHarness(t, nil)
+	m := new(miekg.Msg).SetQuestion("allowed.test.", miekg.TypeA).SetEdns0(1232, false)
+	m.IsEdns0().SetVersion(1)
+	r := h.exchangeRaw(t, "udp", m)
+	if r.Rcode != miekg.RcodeBadVers || r.IsEdns0() == nil {
+		t.Errorf("rcode = %d OPT=%v, want BADVERS with OPT", r.Rcode, r.IsEdns0())
+	}
+}
+
+// exchangeRaw is exchange without the Client's packing checks getting in the way.
+func (h *harness) exchangeRaw(t *testing.T, netw string, m *miekg.Msg) *miekg.Msg {
+	t.Helper()
+	buf, err := m.Pack()
+	if err != nil {
+		t.Fatalf("packing query: %v", err)
+	}
+	c, err := net.DialTimeout(netw, h.addr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	if netw == "tcp" {
+		buf = append(binary.BigEndian.AppendUint16(nil, uint16(len(buf))), buf...)
+	}
+	if _, err := c.Write(buf); err != nil {
+		t.Fatal(err)
+	}
+	resp := make([]byte, 65536)
+	n, err := c.Read(resp)
+	if err != nil {
+		t.Fatalf("reading reply: %v", err)
+	}
+	resp = resp[:n]
+	if netw == "tcp" {
+		resp = resp[2:]
+	}
+	r := new(miekg.Msg)
+	if err := r.Unpack(resp); err != nil {
+		t.Fatalf("unpacking reply: %v", err)
+	}
+	if r.Id != m.Id {
+		t.Errorf("reply ID %d, want %d", r.Id, m.Id)
+	}
+	return r
+}
+
+func TestGarbageDoesNotKillServer(t *testing.T) {
+	h := newHarness(t, nil)
+	garbage := [][]byte{
+		nil,
+		{0x00},
+		[]byte("GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n"),
+		{0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00},                                     // one question promised, none sent
+		{0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xc0, 0x0c, 0x00, 0x01, 0x00, 0x01}, // pointer loop
+		append([]byte{0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0}, make([]byte, 3000)...),
+		{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
+	}
+	for _, g := range garbage {
+		c, err := net.Dial("udp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = c.Write(g)
+		c.Close()
+	}
+	// TCP: a bogus length prefix, then a short body, then a hang-up.
+	if c, err := net.Dial("tcp", h.addr); err == nil {
+		_, _ = c.Write([]byte{0xff, 0xff, 0x01, 0x02})
+		c.Close()
+	}
+	for _, netw := range []string{"udp", "tcp"} {
+		r := h.query(t, netw, "allowed.test.", miekg.TypeA, 0)
+		if r.Rcode != miekg.RcodeSuccess || len(r.Answer) != 1 {
+			t.Errorf("%s after garbage: rcode %s answers %v", netw, miekg.RcodeToString[r.Rcode], r.Answer)
+		}
+	}
+}
+
+func TestFlowEvents(t *testing.T) {
+	h := newHarness(t, nil)
+
+	h.query(t, "udp", "www.wild.test.", miekg.TypeA, 0)
+	ev := h.events.last(t)
+	want := map[string]string{
+		DetailQType: "A", DetailRcode: "NOERROR", DetailTransport: "udp",
+		DetailAnswers: "edge.cdn.example,203.0.113.9", DetailCNAMEs: "www.wild.test>edge.cdn.example",
+	}
+	checkEvent(t, ev, flowlog.Allow, "allowlisted:*.wild.test", "www.wild.test", want)
+
+	h.query(t, "tcp", "evil.test.", miekg.TypeTXT, 0)
+	ev = h.events.last(t)
+	checkEvent(t, ev, flowlog.Block, policy.ReasonNotAllowlisted, "evil.test",
+		map[string]string{DetailQType: "TXT", DetailRcode: "NXDOMAIN", DetailTransport: "tcp"})
+
+	h.query(t, "udp", "allowed.test.", miekg.TypeAAAA, 0)
+	ev = h.events.last(t)
+	checkEvent(t, ev, flowlog.Allow, "allowlisted:allowed.test", "allowed.test",
+		map[string]string{DetailQType: "AAAA", DetailRcode: "NOERROR", DetailAnswers: "2001:db8::7"})
+	if ev.BytesIn == 0 || ev.BytesOut == 0 {
+		t.Errorf("bytes in/out = %d/%d, want both set", ev.BytesIn, ev.BytesOut)
+	}
+
+	if n := len(h.events.all()); n != 3 {
+		t.Errorf("%d events for 3 queries", n)
+	}
+}
+
+func checkEvent(t *testing.T, ev flowlog.Event, decision, reason, host string, detail map[string]string) {
+	t.Helper()
+	if ev.Kind != flowlog.KindDNS || ev.Decision != decision || ev.Reason != reason || ev.Host != host {
+		t.Errorf("event kind=%q decision=%q reason=%q host=%q, want dns/%s/%s/%s", ev.Kind, ev.Decision, ev.Reason, ev.Host, decision, reason, host)
+	}
+	if _, _, err := net.SplitHostPort(ev.Client); err != nil || !strings.HasPrefix(ev.Client, "127.0.0.1:") {
+		t.Errorf("event client = %q, want 127.0.0.1:port", ev.Client)
+	}
+	if ev.Time.IsZero() || ev.DurationMS < 0 {
+		t.Errorf("event time=%v duration=%d", ev.Time, ev.DurationMS)
+	}
+	for k, v := range detail {
+		if ev.Detail[k] != v {
+			t.Errorf("event detail %s = %q, want %q", k, ev.Detail[k], v)
+		}
+	}
+}
+
+// scripted is an upstream transport that returns a canned reply to whatever it is asked.
+type scripted struct {
+	reply func(q *miekg.Msg) (*miekg.Msg, error)
+	calls int
+}
+
+func (s *scripted) ExchangeContext(_ context.Context, m *miekg.Msg, _ string) (*miekg.Msg, time.Duration, error) {
+	s.calls++
+	r, err := s.reply(m)
+	return r, 0, err
+}
+
+func TestUpstreamReplyHandling(t *testing.T) {
+	answer := func(records ...string) func(q *miekg.Msg) (*miekg.Msg, error) {
+		return func(q *miekg.Msg) (*miekg.Msg, error) {
+			r := new(miekg.Msg).SetReply(q)
+			for _, s := range records {
+				rr, err := miekg.NewRR(s)
+				if err != nil {
+					return nil, err
+				}
+				r.Answer = append(r.Answer, rr)
+			}
+			return r, nil
+		}
+	}
+	tests := []struct {
+		name      string
+		udp, tcp  func(q *miekg.Msg) (*miekg.Msg, error)
+		edns      bool
+		rcode     int
+		tcpCalled bool
+	}{
+		{
+			name: "reply to another question",
+			udp: func(q *miekg.Msg) (*miekg.Msg, error) {
+				return new(miekg.Msg).SetReply(new(miekg.Msg).SetQuestion("evil.test.", miekg.TypeA)), nil
+			},
+			rcode: miekg.RcodeServerFailure,
+		},
+		{
+			name: "reply with another ID",
+			udp: func(q *miekg.Msg) (*miekg.Msg, error) {
+				r := new(miekg.Msg).SetReply(q)
+				r.Id++
+				return r, nil
+			},
+			rcode: miekg.RcodeServerFailure,
+		},
+		{
+			name: "extended rcode to a client without EDNS",
+			udp: func(q *miekg.Msg) (*miekg.Msg, error) {
+				r := new(miekg.Msg).SetReply(q).SetEdns0(1232, false)
+				r.Rcode = miekg.RcodeBadCookie
+				return r, nil
+			},
+			rcode: miekg.RcodeServerFailure,
+		},
+		{
+			name: "extended rcode to an EDNS client",
+			udp: func(q *miekg.Msg) (*miekg.Msg, error) {
+				r := new(miekg.Msg).SetReply(q).SetEdns0(1232, false)
+				r.Rcode = miekg.RcodeBadCookie
+				return r, nil
+			},
+			edns:  true,
+			rcode: miekg.RcodeBadCookie,
+		},
+		{
+			name: "private glue in the additional section",
+			udp: func(q *miekg.Msg) (*miekg.Msg, error) {
+				r, err := answer("allowed.test. 60 IN A 198.51.100.1")(q)
+				glue, _ := miekg.NewRR("ns.allowed.test. 60 IN A 192.168.0.1")
+				r.Extra = append(r.Extra, glue)
+				return r, err
+			},
+			rcode: miekg.RcodeRefused,
+		},
+		{
+			name: "oversized datagram without TC is retried over TCP",
+			udp: func(q *miekg.Msg) (*miekg.Msg, error) {
+				return new(miekg.Msg).SetReply(q), errors.New("dns: overflow unpacking uint16")
+			},
+			tcp:       answer("allowed.test. 60 IN A 198.51.100.1"),
+			rcode:     miekg.RcodeSuccess,
+			tcpCalled: true,
+		},
+		{
+			name: "truncated over TCP too",
+			udp: func(q *miekg.Msg) (*miekg.Msg, error) {
+				r := new(miekg.Msg).SetReply(q)
+				r.Truncated = true
+				return r, nil
+			},
+			rcode:     miekg.RcodeServerFailure,
+			tcpCalled: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			udp := &scripted{reply: tt.udp}
+			tcp := &scripted{reply: tt.tcp}
+			if tt.tcp == nil {
+				tcp.reply = tt.udp
+			}
+			s := &Server{Policy: &fakePolicy{exact: []string{"allowed.test"}}, Guard: fakeGuard{}, Upstream: "192.0.2.53:53", UDP: udp, TCP: tcp}
+			q := new(miekg.Msg).SetQuestion("allowed.test.", miekg.TypeA)
+			if tt.edns {
+				q.SetEdns0(1232, false)
+			}
+			w := &fakeWriter{remote: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}}
+			s.ServeDNS(w, q)
+			if len(w.msgs) != 1 {
+				t.Fatalf("%d replies", len(w.msgs))
+			}
+			if got := w.msgs[0].Rcode; got != tt.rcode {
+				t.Errorf("rcode = %s, want %s", rcodeName(got), rcodeName(tt.rcode))
+			}
+			if _, err := w.msgs[0].Pack(); err != nil {
+				t.Errorf("reply does not pack: %v", err)
+			}
+			if (tcp.calls > 0) != tt.tcpCalled {
+				t.Errorf("TCP called %d times, want called=%v", tcp.calls, tt.tcpCalled)
+			}
+		})
+	}
+}
+
+func TestPanicCostsOneQuery(t *testing.T) {
+	s := &Server{Policy: panicPolicy{}, Guard: fakeGuard{}}
+	w := &fakeWriter{}
+	s.ServeDNS(w, new(miekg.Msg).SetQuestion("allowed.test.", miekg.TypeA))
+	if len(w.msgs) != 1 || w.msgs[0].Rcode != miekg.RcodeServerFailure {
+		t.Errorf("replies %v, want one SERVFAIL", w.msgs)
+	}
+}
+
+type panicPolicy struct{}
+
+func (panicPolicy) Decide(string, int) policy.Decision { panic("unimplemented") }
