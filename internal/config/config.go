@@ -54,6 +54,23 @@ type Config struct {
 	LogMaxAgeDays int
 	LogCompress   bool
 
+	InboundTLSCert     string
+	InboundTLSKey      string
+	InboundHostnames   []string
+	InboundAllowCIDRs  []netip.Prefix
+	InboundFilterFile  string // "" = built-in starter rules; "off" = no filtering
+	InboundFilterBytes int    // how much of a request body the filter reads
+	InboundMaxBodyMB   int
+
+	Mode                string // enforce | audit
+	LeakGuard           string // log | block | off
+	DashboardToken      string
+	StateDir            string
+	FlowBuffer          int
+	WebhookURL          string
+	WebhookSecret       string
+	WebhookDedupSeconds int
+
 	// Secrets holds the raw PLACEHOLDER_SECRET_* variables, for package secrets.
 	// Never log it.
 	Secrets map[string]string
@@ -87,6 +104,21 @@ var Vars = []Var{
 	{"LOG_MAX_BACKUPS", "5", "rotated files kept"},
 	{"LOG_MAX_AGE_DAYS", "0", "delete rotated files older than this many days (0: keep)"},
 	{"LOG_COMPRESS", "false", "gzip rotated files"},
+	{"INBOUND_TLS_CERT", "", "PEM certificate for the inbound ports (reloaded when it changes); default: minted from our CA"},
+	{"INBOUND_TLS_KEY", "", "PEM key for INBOUND_TLS_CERT"},
+	{"INBOUND_HOSTNAMES", "localhost", "names in the minted inbound certificate, comma separated"},
+	{"INBOUND_ALLOW_CIDRS", "", "sources allowed on the inbound ports, comma separated (default: everyone)"},
+	{"INBOUND_FILTER_FILE", "", "inbound request filter rules (default: the built-in starter rules; off: none)"},
+	{"INBOUND_FILTER_BYTES", "65536", "how many bytes of a request body the inbound filter reads"},
+	{"INBOUND_MAX_BODY_MB", "32", "largest inbound request body"},
+	{"MODE", "enforce", "enforce, or audit: let through what the allowlist would block and log it as would-block"},
+	{"LEAK_GUARD", "log", "well-known credential formats in requests: log, block or off"},
+	{"DASHBOARD_TOKEN", "", "token for the dashboard and its API (default: generated and printed at start-up)"},
+	{"STATE_DIR", "/var/lib/panopticon/state", "runtime allowlist and other state"},
+	{"FLOW_BUFFER", "1000", "recent flows the dashboard keeps in memory"},
+	{"WEBHOOK_URL", "", "receives a JSON POST for each block"},
+	{"WEBHOOK_SECRET", "", "HMAC-SHA256 key signing webhook bodies"},
+	{"WEBHOOK_DEDUP_SECONDS", "60", "one webhook per host and reason within this window"},
 }
 
 // Load builds a Config from environ ("KEY=value" pairs, as os.Environ) and,
@@ -165,6 +197,29 @@ func FromMap(vars map[string]string) (Config, error) {
 		LogMaxAgeDays:    num("LOG_MAX_AGE_DAYS"),
 		LogCompress:      boolean("LOG_COMPRESS"),
 		Secrets:          map[string]string{},
+
+		InboundTLSCert:      get("INBOUND_TLS_CERT"),
+		InboundTLSKey:       get("INBOUND_TLS_KEY"),
+		InboundHostnames:    splitList(get("INBOUND_HOSTNAMES")),
+		InboundFilterFile:   get("INBOUND_FILTER_FILE"),
+		InboundFilterBytes:  num("INBOUND_FILTER_BYTES"),
+		InboundMaxBodyMB:    num("INBOUND_MAX_BODY_MB"),
+		Mode:                get("MODE"),
+		LeakGuard:           get("LEAK_GUARD"),
+		DashboardToken:      get("DASHBOARD_TOKEN"),
+		StateDir:            get("STATE_DIR"),
+		FlowBuffer:          num("FLOW_BUFFER"),
+		WebhookURL:          get("WEBHOOK_URL"),
+		WebhookSecret:       get("WEBHOOK_SECRET"),
+		WebhookDedupSeconds: num("WEBHOOK_DEDUP_SECONDS"),
+	}
+	for _, s := range splitList(get("INBOUND_ALLOW_CIDRS")) {
+		p, err := parsePrefix(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("INBOUND_ALLOW_CIDRS: %q is not a CIDR range (want e.g. 203.0.113.0/24 or 2001:db8::/32)", s))
+			continue
+		}
+		c.InboundAllowCIDRs = append(c.InboundAllowCIDRs, p)
 	}
 	for _, s := range splitList(get("ALLOW_PRIVATE_CIDRS")) {
 		p, err := parsePrefix(s)
@@ -273,6 +328,40 @@ func (c Config) Validate() error {
 	}
 	if c.LogMaxAgeDays < 0 {
 		errs = append(errs, fmt.Errorf("LOG_MAX_AGE_DAYS=%d: must not be negative", c.LogMaxAgeDays))
+	}
+	switch c.Mode {
+	case "enforce", "audit":
+	default:
+		errs = append(errs, fmt.Errorf("MODE=%q: want enforce or audit", c.Mode))
+	}
+	switch c.LeakGuard {
+	case "log", "block", "off":
+	default:
+		errs = append(errs, fmt.Errorf("LEAK_GUARD=%q: want log, block or off", c.LeakGuard))
+	}
+	if (c.InboundTLSCert == "") != (c.InboundTLSKey == "") {
+		errs = append(errs, fmt.Errorf("INBOUND_TLS_CERT and INBOUND_TLS_KEY must be set together"))
+	}
+	if len(c.InboundHostnames) == 0 {
+		errs = append(errs, fmt.Errorf("INBOUND_HOSTNAMES: name at least one host, e.g. localhost"))
+	}
+	if c.InboundFilterBytes < 0 {
+		errs = append(errs, fmt.Errorf("INBOUND_FILTER_BYTES=%d: must not be negative", c.InboundFilterBytes))
+	}
+	if c.InboundMaxBodyMB < 1 {
+		errs = append(errs, fmt.Errorf("INBOUND_MAX_BODY_MB=%d: must be at least 1", c.InboundMaxBodyMB))
+	}
+	if c.FlowBuffer < 1 {
+		errs = append(errs, fmt.Errorf("FLOW_BUFFER=%d: must be at least 1", c.FlowBuffer))
+	}
+	if c.WebhookDedupSeconds < 0 {
+		errs = append(errs, fmt.Errorf("WEBHOOK_DEDUP_SECONDS=%d: must not be negative", c.WebhookDedupSeconds))
+	}
+	if c.WebhookURL != "" && !strings.HasPrefix(c.WebhookURL, "https://") && !strings.HasPrefix(c.WebhookURL, "http://") {
+		errs = append(errs, fmt.Errorf("WEBHOOK_URL=%q: want an http:// or https:// URL", c.WebhookURL))
+	}
+	if c.StateDir == "" {
+		errs = append(errs, fmt.Errorf("STATE_DIR: must not be empty"))
 	}
 	return errors.Join(errs...)
 }
