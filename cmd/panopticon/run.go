@@ -203,14 +203,14 @@ func run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error
 		policy.Watch(ctx, cfg.AllowlistFile, reloadInterval,
 			func(l *policy.Allowlist) {
 				pol.Swap(l)
-				logger.Info("allowlist reloaded", "file", cfg.AllowlistFile, "entries", len(l.Entries()))
+				logger.Info("allowlist reloaded", "file", cfg.AllowlistFile, "entries", l.Len())
 			},
 			func(err error) {
 				logger.Error("allowlist reload failed; keeping the last good list", "file", cfg.AllowlistFile, "err", err)
 			})
 		return nil
 	})
-	logger.Info("panopticon serving", "version", version, "transparent", transparent.Addr().String(), "dns", dnsListeners.Addrs(), "upstream_dns", upstreamDNS, "allowlist_entries", len(list.Entries()))
+	logger.Info("panopticon serving", "version", version, "transparent", transparent.Addr().String(), "dns", dnsListeners.Addrs(), "upstream_dns", upstreamDNS, "allowlist_entries", list.Len())
 
 	select {
 	case <-ctx.Done():

@@ -287,6 +287,12 @@ func (p *Proxy) handleConn(inner *connListener, c net.Conn) {
 	local, _ := netip.ParseAddrPort(c.LocalAddr().String())
 	if dst.Addr().Unmap() == local.Addr().Unmap() && dst.Port() == local.Port() ||
 		dst.Addr().IsLoopback() && p.own[dst.Port()] {
+		// A probe that connects and sends nothing (the healthcheck) is not a flow.
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		if _, err := bufio.NewReaderSize(c, 16).Peek(1); err != nil {
+			fail("", "")
+			return
+		}
 		fail(ReasonLoop, "connection straight to panopticon's own listener")
 		return
 	}

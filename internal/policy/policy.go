@@ -8,11 +8,21 @@
 //	p := policy.New(list, policy.NewGuard(nil))
 //	d := p.Decide("api.openai.com", 443) // d.Allow, d.Rule, d.Reason
 //
-// Non-goals: resolving names, reading certificates, logging.
+//	go policy.Watch(ctx, path, time.Second, p.Swap, func(err error) { log.Warn(...) })
+//	...
+//	if err := p.Guard().Check(addr); err != nil { /* ReasonPrivateAddress */ }
+//
+// Matching costs O(labels of the host) whatever the size of the list, so lists
+// of 100,000 entries are fine. Host names are normalised by one function,
+// NormalizeHost, at load time and at run time alike.
+//
+// Non-goals: resolving names, reading certificates, logging, public-suffix
+// knowledge beyond refusing wildcards over a single label ("*.com").
 package policy
 
 import (
-	"net/netip"
+	"errors"
+	"sync/atomic"
 )
 
 // Reasons a destination is refused. They appear verbatim in flow events.
@@ -31,84 +41,59 @@ type Decision struct {
 	Reason string // one of the Reason constants (when refused); empty when allowed
 }
 
-// Entry is one allowlist line after normalisation.
-type Entry struct {
-	Pattern  string // normalised: "example.com" or "*.example.com"
-	Port     int    // 0 means the default ports 443 and 80
-	Wildcard bool
-	Line     int    // 1-based line in Source
-	Source   string // file name the entry came from
-}
-
-// String renders the entry as it would be written in the file, e.g. "*.example.com:8443".
-func (e Entry) String() string { panic("unimplemented") }
-
-// Allowlist is an immutable, parsed allowlist. Share it freely; replace it by swapping.
-type Allowlist struct {
-	// unexported fields: exact-name map, wildcard suffix map, entries
-}
-
-// Parse reads an allowlist. source names the input in errors ("allowlist.txt:7: ...").
-// Syntax: one pattern per line; "#" starts a comment (whole line or trailing);
-// blank lines ignored; case and trailing dots ignored; IDNs normalised to ASCII;
-// "example.com", "*.example.com" (every subdomain and example.com itself),
-// optionally ":port". IP literals, bare "*", "*.com"-style wildcards over a
-// single label, and malformed names are errors that suggest the fix.
-func Parse(data []byte, source string) (*Allowlist, error) { panic("unimplemented") }
-
-// ParseFile reads and parses path.
-func ParseFile(path string) (*Allowlist, error) { panic("unimplemented") }
-
-// Entries returns the entries in file order.
-func (a *Allowlist) Entries() []Entry { panic("unimplemented") }
-
-// Match returns the entry that allows host on port (port 0: any port, for DNS).
-// host must already be normalised.
-func (a *Allowlist) Match(host string, port int) (Entry, bool) { panic("unimplemented") }
-
-// NormalizeHost lower-cases, strips one trailing dot, converts IDNs to ASCII
-// (punycode) and validates the result as a DNS name. The same function serves
-// validation at load time and matching at run time.
-func NormalizeHost(host string) (string, error) { panic("unimplemented") }
-
-// IsIPLiteral reports whether host spells an IP address in any form a client
-// might accept: dotted quad, bracketed or bare IPv6, IPv4-mapped IPv6, and the
-// legacy inet_aton forms (decimal "3232235777", hex "0xc0a80001", octal
-// "0300.0250.0.1", short "127.1"), with or without a trailing dot.
-func IsIPLiteral(host string) bool { panic("unimplemented") }
-
-// Guard refuses upstream addresses in private ranges: loopback, RFC 1918,
-// CGNAT 100.64.0.0/10, link-local (169.254.0.0/16 incl. metadata, fe80::/10),
-// IPv6 ULA fc00::/7, unspecified, multicast, broadcast, IPv4-mapped forms of
-// those — unless a prefix in allow contains the address.
-type Guard struct {
-	allow []netip.Prefix
-}
-
-// NewGuard returns a guard exempting allow (ALLOW_PRIVATE_CIDRS).
-func NewGuard(allow []netip.Prefix) Guard { return Guard{allow: allow} }
-
-// Check returns nil when ip may be dialled, or an error naming the range.
-func (g Guard) Check(ip netip.Addr) error { panic("unimplemented") }
-
 // Policy is the live policy every door asks. Safe for concurrent use.
 type Policy struct {
-	// list atomic.Pointer[Allowlist]; guard Guard
+	list  atomic.Pointer[Allowlist]
+	guard Guard
 }
 
+// emptyList stands in for a nil list: it matches nothing.
+var emptyList = newAllowlist(nil)
+
 // New returns a Policy serving list.
-func New(list *Allowlist, guard Guard) *Policy { panic("unimplemented") }
+func New(list *Allowlist, guard Guard) *Policy {
+	p := &Policy{guard: guard}
+	p.Swap(list)
+	return p
+}
 
-// Swap replaces the allowlist atomically (hot reload).
-func (p *Policy) Swap(list *Allowlist) { panic("unimplemented") }
+// Swap replaces the allowlist atomically (hot reload). A nil list is empty:
+// everything is refused.
+func (p *Policy) Swap(list *Allowlist) {
+	if list == nil {
+		list = emptyList
+	}
+	p.list.Store(list)
+}
 
-// Current returns the allowlist in force.
-func (p *Policy) Current() *Allowlist { panic("unimplemented") }
+// Current returns the allowlist in force (never nil).
+func (p *Policy) Current() *Allowlist { return p.list.Load() }
 
 // Guard returns the private-address guard.
-func (p *Policy) Guard() Guard { panic("unimplemented") }
+func (p *Policy) Guard() Guard { return p.guard }
 
 // Decide answers whether host:port may be reached. host is as the client sent it
 // (SNI or Host header, any case, maybe a trailing dot or an IP literal); port 0
 // means "any port" (used by DNS). Never panics on hostile input.
-func (p *Policy) Decide(host string, port int) Decision { panic("unimplemented") }
+func (p *Policy) Decide(host string, port int) Decision {
+	if IsIPLiteral(host) {
+		return Decision{Reason: ReasonIPLiteral}
+	}
+	name, err := normalizeHost(host)
+	switch {
+	case errors.Is(err, errIPLiteral): // e.g. full-width digits mapped to ASCII
+		return Decision{Reason: ReasonIPLiteral}
+	case err != nil:
+		return Decision{Reason: ReasonBadHost}
+	}
+	list := p.Current()
+	if e, ok := list.Match(name, port); ok {
+		return Decision{Allow: true, Rule: e.String()}
+	}
+	if port != 0 {
+		if _, ok := list.Match(name, 0); ok {
+			return Decision{Reason: ReasonPortNotAllowed}
+		}
+	}
+	return Decision{Reason: ReasonNotAllowlisted}
+}
