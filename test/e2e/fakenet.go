@@ -1,0 +1,399 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+	"golang.org/x/net/icmp"
+
+	"github.com/panopticon-dev/panopticon/test/e2e/internal/wsframe"
+)
+
+// The fake internet. Every host lives on the "net" namespace's loopback.
+const (
+	AttackerIP   = "203.0.113.66"
+	AttackerIPv6 = "2001:db8:2::66"
+	DirectDNSIP  = "203.0.113.53" // an outside resolver the app might try to use directly
+	UpstreamDNS  = "198.51.100.1:53"
+	PodIP        = "198.51.100.2"
+	NetIP        = "198.51.100.1"
+)
+
+// fakeHost describes one named upstream.
+type fakeHost struct {
+	Name      string
+	IP        string
+	TLSPorts  []int
+	HTTPPorts []int
+}
+
+var fakeHosts = []fakeHost{
+	{Name: "allowed.test", IP: "203.0.113.10", TLSPorts: []int{443}, HTTPPorts: []int{80}},
+	{Name: "api.wild.test", IP: "203.0.113.11", TLSPorts: []int{443}},
+	{Name: "alt.test", IP: "203.0.113.12", TLSPorts: []int{443, 8443}},
+	{Name: "wild.test", IP: "203.0.113.13", TLSPorts: []int{443}},
+	{Name: "xwild.test", IP: "203.0.113.14", TLSPorts: []int{443}}, // must not match *.wild.test
+	{Name: "denied.test", IP: "203.0.113.20", TLSPorts: []int{443}},
+}
+
+var (
+	attackerTCPPorts = []int{443, 80, 22, 8443, 853, 9999}
+	attackerUDPPorts = []int{53, 443, 9999}
+)
+
+// dnsRecords are the fake authoritative answers (A only; AAAA is NODATA).
+func dnsRecords() map[string]string {
+	m := map[string]string{
+		"private.test.": "10.0.0.5",
+		"rebind.test.":  "127.0.0.1",
+		"evil.test.":    AttackerIP,
+	}
+	for _, h := range fakeHosts {
+		m[h.Name+"."] = h.IP
+	}
+	return m
+}
+
+// recorder is an append-only log of what a fake server saw. Tests take a
+// Mark before acting and ask what was seen Since that mark.
+type recorder struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (r *recorder) add(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, fmt.Sprintf(format, args...))
+}
+
+// Mark returns a position in the log.
+func (r *recorder) Mark() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.events)
+}
+
+// Since returns what was recorded after mark m.
+func (r *recorder) Since(m int) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.events[min(m, len(r.events)):]...)
+}
+
+// Saw returns everything recorded.
+func (r *recorder) Saw() []string { return r.Since(0) }
+
+func (r *recorder) rec() *recorder { return r }
+
+// Watched is anything that records what reached it.
+type Watched interface {
+	rec() *recorder
+	String() string
+}
+
+// ---- certificates ----
+
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	PEM  []byte
+}
+
+func newTestCA() (*testCA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "Panopticon e2e upstream test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &testCA{cert: cert, key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
+}
+
+func (ca *testCA) leaf(name string, ip net.IP) (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: name},
+		DNSNames:     []string{name},
+		IPAddresses:  []net.IP{ip},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
+
+// ---- named HTTPS/HTTP upstreams ----
+
+// Upstream is one fake named host. It records every connection and request.
+type Upstream struct {
+	recorder
+	Name string
+	IP   string
+}
+
+func (u *Upstream) String() string { return u.Name + " (" + u.IP + ")" }
+
+// Request is what the upstream saw, as recorded (JSON-encoded in the log).
+type Request struct {
+	Port    int         `json:"port"`
+	Method  string      `json:"method"`
+	Host    string      `json:"host"`
+	Path    string      `json:"path"`
+	Query   string      `json:"query,omitempty"`
+	Header  http.Header `json:"header"`
+	Body    string      `json:"body,omitempty"`
+	Proto   string      `json:"proto"`
+	TLS     bool        `json:"tls"`
+	SNI     string      `json:"sni,omitempty"`
+	Remote  string      `json:"remote"`
+	Elapsed string      `json:"-"`
+}
+
+// Requests returns the requests seen since mark m (connection events skipped).
+func (u *Upstream) Requests(m int) []Request {
+	var out []Request
+	for _, e := range u.Since(m) {
+		if s, ok := strings.CutPrefix(e, "request "); ok {
+			var r Request
+			if json.Unmarshal([]byte(s), &r) == nil {
+				out = append(out, r)
+			}
+		}
+	}
+	return out
+}
+
+// countingListener records every accepted connection.
+type countingListener struct {
+	net.Listener
+	rec  *recorder
+	port int
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.rec.add("conn :%d from %s", l.port, c.RemoteAddr())
+	}
+	return c, err
+}
+
+func (u *Upstream) handler(port int, useTLS bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/{$}", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello from %s", u.Name)
+	})
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{
+			"method": r.Method, "host": r.Host, "path": r.URL.Path, "query": r.URL.RawQuery,
+			"header": r.Header, "body": string(body), "served_by": u.Name,
+		})
+	})
+	mux.HandleFunc("/sse", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-cache")
+		fl, _ := w.(http.Flusher)
+		for i := 1; i <= 3; i++ {
+			if i > 1 {
+				time.Sleep(200 * time.Millisecond)
+			}
+			fmt.Fprintf(w, "event: tick\ndata: %d\n\n", i)
+			if fl != nil {
+				fl.Flush()
+			}
+		}
+	})
+	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.Atoi(r.URL.Query().Get("n"))
+		if err != nil || n < 0 || n > 256<<20 {
+			http.Error(w, "bad n", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.Itoa(n))
+		chunk := bytes.Repeat([]byte("0123456789abcdef"), 4096)
+		for n > 0 {
+			k := min(n, len(chunk))
+			if _, err := w.Write(chunk[:k]); err != nil {
+				return
+			}
+			n -= k
+		}
+	})
+	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
+		ws, err := wsframe.Accept(w, r)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		for range 100 {
+			ws.NetConn().SetDeadline(time.Now().Add(10 * time.Second))
+			op, p, err := ws.ReadMessage()
+			if err != nil || op == wsframe.OpClose {
+				return
+			}
+			if ws.WriteFrame(op, p) != nil {
+				return
+			}
+		}
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		rq := Request{Port: port, Method: r.Method, Host: r.Host, Path: r.URL.Path, Query: r.URL.RawQuery,
+			Header: r.Header, Body: string(body), Proto: r.Proto, TLS: r.TLS != nil, Remote: r.RemoteAddr}
+		if r.TLS != nil {
+			rq.SNI = r.TLS.ServerName
+		}
+		b, _ := json.Marshal(rq)
+		u.add("request %s", b)
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// ---- attacker ----
+
+// Attacker listens on many ports of 203.0.113.66 and 2001:db8:2::66 and
+// records every connection, datagram and ICMP echo request. Tests assert it
+// saw nothing.
+type Attacker struct{ recorder }
+
+func (a *Attacker) String() string { return "attacker (" + AttackerIP + ", " + AttackerIPv6 + ")" }
+
+func (a *Attacker) serveTCP(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			io.WriteString(c, "ATTACKER banner\r\n")
+			buf := make([]byte, 512)
+			n, _ := c.Read(buf)
+			a.add("tcp %s <- %s: %q", c.LocalAddr(), c.RemoteAddr(), buf[:n])
+		}()
+	}
+}
+
+func (a *Attacker) serveUDP(pc net.PacketConn) {
+	buf := make([]byte, 2048)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		a.add("udp %s <- %s: %q", pc.LocalAddr(), from, buf[:n])
+		pc.WriteTo([]byte("ATTACKER reply"), from)
+	}
+}
+
+func (a *Attacker) serveICMP(pc *icmp.PacketConn, proto int) {
+	buf := make([]byte, 2048)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		m, err := icmp.ParseMessage(proto, buf[:n])
+		if err != nil {
+			continue
+		}
+		if typ := fmt.Sprint(m.Type); typ == "echo" || typ == "echo request" {
+			a.add("icmp %s from %s", typ, from)
+		}
+	}
+}
+
+// ---- DNS ----
+
+// FakeDNS answers from dnsRecords and records every question.
+type FakeDNS struct {
+	recorder
+	Addr string
+}
+
+func (d *FakeDNS) String() string { return "DNS server " + d.Addr }
+
+// Asked reports whether any question since m was for name (case-insensitive, any type).
+func (d *FakeDNS) Asked(m Marks, name string) bool {
+	name = dns.CanonicalName(name)
+	for _, e := range d.Since(m[&d.recorder]) {
+		if f := strings.Fields(e); len(f) >= 2 && dns.CanonicalName(f[1]) == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *FakeDNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	resp := new(dns.Msg)
+	resp.SetReply(req)
+	resp.Authoritative = true
+	if len(req.Question) != 1 {
+		resp.Rcode = dns.RcodeFormatError
+		w.WriteMsg(resp)
+		return
+	}
+	q := req.Question[0]
+	d.add("%s %s %s from %s", w.LocalAddr().Network(), q.Name, dns.TypeToString[q.Qtype], w.RemoteAddr())
+	ip, ok := dnsRecords()[dns.CanonicalName(q.Name)]
+	switch {
+	case !ok:
+		resp.Rcode = dns.RcodeNameError
+	case q.Qtype == dns.TypeA:
+		resp.Answer = append(resp.Answer, &dns.A{
+			Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 30},
+			A:   net.ParseIP(ip).To4(),
+		})
+	}
+	w.WriteMsg(resp)
+}
