@@ -43,8 +43,9 @@ type Decision struct {
 
 // Policy is the live policy every door asks. Safe for concurrent use.
 type Policy struct {
-	list  atomic.Pointer[Allowlist]
-	guard Guard
+	list    atomic.Pointer[Allowlist]
+	runtime atomic.Pointer[Allowlist] // entries added at run time (dashboard), kept apart from the file
+	guard   Guard
 }
 
 // emptyList stands in for a nil list: it matches nothing.
@@ -54,8 +55,21 @@ var emptyList = newAllowlist(nil)
 func New(list *Allowlist, guard Guard) *Policy {
 	p := &Policy{guard: guard}
 	p.Swap(list)
+	p.SetRuntime(nil)
 	return p
 }
+
+// SetRuntime replaces the runtime allowlist: entries added while running (from
+// the dashboard), consulted after the file's and never written into it.
+func (p *Policy) SetRuntime(list *Allowlist) {
+	if list == nil {
+		list = emptyList
+	}
+	p.runtime.Store(list)
+}
+
+// Runtime returns the runtime allowlist in force.
+func (p *Policy) Runtime() *Allowlist { return p.runtime.Load() }
 
 // Swap replaces the allowlist atomically (hot reload). A nil list is empty:
 // everything is refused.
@@ -86,13 +100,17 @@ func (p *Policy) Decide(host string, port int) Decision {
 	case err != nil:
 		return Decision{Reason: ReasonBadHost}
 	}
-	list := p.Current()
-	if e, ok := list.Match(name, port); ok {
-		return Decision{Allow: true, Rule: e.String()}
+	lists := [2]*Allowlist{p.Current(), p.Runtime()}
+	for _, list := range lists {
+		if e, ok := list.Match(name, port); ok {
+			return Decision{Allow: true, Rule: e.String()}
+		}
 	}
 	if port != 0 {
-		if _, ok := list.Match(name, 0); ok {
-			return Decision{Reason: ReasonPortNotAllowed}
+		for _, list := range lists {
+			if _, ok := list.Match(name, 0); ok {
+				return Decision{Reason: ReasonPortNotAllowed}
+			}
 		}
 	}
 	return Decision{Reason: ReasonNotAllowlisted}

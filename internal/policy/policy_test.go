@@ -168,3 +168,36 @@ func BenchmarkParse100k(b *testing.B) {
 		}
 	}
 }
+
+func TestRuntimeEntriesAllowAlongsideTheFile(t *testing.T) {
+	file, err := Parse([]byte("allowed.test\n"), "allowlist.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := New(file, NewGuard(nil))
+	if d := p.Decide("added.test", 443); d.Allow {
+		t.Fatalf("added.test allowed before it was added: %+v", d)
+	}
+	rt, err := Parse([]byte("added.test\n"), "runtime")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.SetRuntime(rt)
+	if d := p.Decide("added.test", 443); !d.Allow || d.Rule != "added.test" {
+		t.Fatalf("runtime entry not honoured: %+v", d)
+	}
+	if d := p.Decide("allowed.test", 443); !d.Allow {
+		t.Fatalf("file entry lost when the runtime list was set: %+v", d)
+	}
+	p.Swap(file) // a file reload keeps runtime entries
+	if d := p.Decide("added.test", 443); !d.Allow {
+		t.Fatalf("file reload dropped the runtime entries: %+v", d)
+	}
+	if d := p.Decide("added.test", 8443); d.Allow || d.Reason != ReasonPortNotAllowed {
+		t.Fatalf("runtime entry allowed another port: %+v", d)
+	}
+	p.SetRuntime(nil)
+	if d := p.Decide("added.test", 443); d.Allow {
+		t.Fatalf("removed runtime entry still allows: %+v", d)
+	}
+}
