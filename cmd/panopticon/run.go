@@ -158,6 +158,18 @@ func run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error
 		return fail("DNS_PORT: %w", err)
 	}
 
+	d := &deps{cfg: cfg, logger: logger, stdout: stdout, policy: pol, flows: flows, authority: authority, minter: minter}
+	var services []service
+	for _, bind := range []func(*deps) (service, error){bindInbound, bindDashboard} {
+		svc, err := bind(d)
+		if err != nil {
+			return fail("%w", err)
+		}
+		if svc.serve != nil {
+			services = append(services, svc)
+		}
+	}
+
 	// 5. Drop to the proxy identity, keeping only CAP_NET_ADMIN (for SO_MARK).
 	if err := privdrop.Drop(cfg.ProxyUID, cfg.ProxyGID, privdrop.CapNetAdmin); err != nil {
 		return fail("dropping privileges to %d:%d: %w", cfg.ProxyUID, cfg.ProxyGID, err)
@@ -187,7 +199,7 @@ func run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error
 	})
 
 	var wg sync.WaitGroup
-	errc := make(chan error, 3)
+	errc := make(chan error, 3+len(services))
 	start := func(name string, f func() error) {
 		wg.Add(1)
 		go func() {
@@ -199,10 +211,14 @@ func run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error
 	}
 	start("egress", func() error { return proxy.Serve(ctx, transparent) })
 	start("dns", func() error { return dnsListeners.Serve(ctx) })
+	for _, svc := range services {
+		start(svc.name, func() error { return svc.serve(ctx) })
+	}
 	start("allowlist reload", func() error {
 		policy.Watch(ctx, cfg.AllowlistFile, reloadInterval,
 			func(l *policy.Allowlist) {
 				pol.Swap(l)
+				d.reloads.Add(1)
 				logger.Info("allowlist reloaded", "file", cfg.AllowlistFile, "entries", l.Len())
 			},
 			func(err error) {

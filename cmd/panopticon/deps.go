@@ -1,0 +1,32 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync/atomic"
+
+	"github.com/panopticon-dev/panopticon/internal/ca"
+	"github.com/panopticon-dev/panopticon/internal/config"
+	"github.com/panopticon-dev/panopticon/internal/flowlog"
+	"github.com/panopticon-dev/panopticon/internal/policy"
+)
+
+// deps are the shared pieces every door and service is built from.
+type deps struct {
+	cfg       config.Config
+	logger    *slog.Logger
+	stdout    io.Writer
+	policy    *policy.Policy
+	flows     *flowlog.Log
+	authority *ca.CA
+	minter    *ca.Minter
+	reloads   atomic.Int64 // successful allowlist reloads
+}
+
+// service is something bound as root (bind*) and served after the privilege
+// drop. A nil serve means the service is disabled.
+type service struct {
+	name  string
+	serve func(ctx context.Context) error
+}
