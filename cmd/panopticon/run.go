@@ -146,6 +146,7 @@ func run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error
 		TCP:      resolver.TCP,
 		Log:      quietHealth{flows},
 		Logger:   logger,
+		Audit:    cfg.Mode == "audit",
 	}
 	dnsListeners, err := dnsServer.Listen(dnsAddrs)
 	if errors.Is(err, syscall.EADDRNOTAVAIL) && len(dnsAddrs) > 1 {
@@ -196,6 +197,7 @@ func run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error
 		Log:       flows,
 		Logger:    logger,
 		OwnPorts:  portsOf(cfg),
+		Audit:     cfg.Mode == "audit",
 	})
 
 	var wg sync.WaitGroup

@@ -102,6 +102,10 @@ type Server struct {
 	Log      Emitter     // flow events; nil drops them
 	Logger   *slog.Logger
 
+	// Audit resolves names the allowlist would refuse and logs them as
+	// would-block (MODE=audit). Private answers are refused in every mode.
+	Audit bool
+
 	Timeout     time.Duration // per query, upstream retries included; default DefaultTimeout
 	MaxInFlight int           // concurrent upstream exchanges; default DefaultMaxInFlight
 
@@ -173,13 +177,19 @@ func (s *Server) answer(r *miekg.Msg, tcp bool, ev *flowlog.Event) *miekg.Msg {
 	}
 
 	d := s.decide(ev.Host)
-	if !d.Allow {
+	switch {
+	case d.Allow:
+		ev.Decision = flowlog.Allow
+		ev.Reason = ReasonAllowlistedPrefix + d.Rule
+	case s.Audit && d.Reason == policy.ReasonNotAllowlisted:
+		// Audit mode learns an agent's needs: resolve, and say it would be blocked.
+		ev.Decision = flowlog.WouldBlock
+		ev.Reason = d.Reason
+	default:
 		// NXDOMAIN rather than REFUSED: REFUSED makes stub resolvers try the next server.
 		ev.Reason = d.Reason
 		return errorReply(r, miekg.RcodeNameError, opt)
 	}
-	ev.Decision = flowlog.Allow
-	ev.Reason = ReasonAllowlistedPrefix + d.Rule
 
 	if !servedQuestion(q) {
 		// ANY (RFC 8482: large, unreliable, an amplification tool), zone transfers

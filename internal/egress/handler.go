@@ -54,11 +54,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	host, blk := destination(meta, r)
 	ev.Host = host
+	wouldBlock := ""
 	if blk == nil {
-		if d := p.cfg.Policy.Decide(host, int(meta.dst.Port())); !d.Allow {
-			blk = &Block{Reason: d.Reason, Message: policyMessage(host, int(meta.dst.Port()), d.Reason)}
-		} else {
+		d := p.cfg.Policy.Decide(host, int(meta.dst.Port()))
+		switch {
+		case d.Allow:
 			ev.Reason = d.Rule
+		case p.cfg.Audit && (d.Reason == policy.ReasonNotAllowlisted || d.Reason == policy.ReasonPortNotAllowed):
+			// Audit mode: the allowlist is learnt, not enforced. Every other
+			// guard (IP literals, Host games, private addresses, secrets) still holds.
+			wouldBlock = d.Reason
+		default:
+			blk = &Block{Reason: d.Reason, Message: policyMessage(host, int(meta.dst.Port()), d.Reason)}
 		}
 	}
 	if blk != nil {
@@ -91,6 +98,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec.closeHijacked()
 
 	ev.Decision = flowlog.Allow
+	if wouldBlock != "" {
+		ev.Decision, ev.Reason = flowlog.WouldBlock, wouldBlock
+	}
 	ev.Status = rec.status
 	ev.BytesIn = rec.written + rec.hijackedIn.Load()
 	ev.BytesOut = sent.Load() + rec.hijackedOut.Load()

@@ -66,6 +66,9 @@ type Config struct {
 	// OwnPorts are panopticon's own listening ports; a connection whose
 	// original destination is one of them on loopback is refused (no loops).
 	OwnPorts []int
+	// Audit lets through what the allowlist would refuse, logged as
+	// would-block (MODE=audit). No other guard is relaxed.
+	Audit bool
 	// Hooks let other features (secrets) rewrite requests and responses.
 	Hooks Hooks
 

@@ -44,6 +44,8 @@ const (
 
 	Allow = "allow"
 	Block = "block"
+	// WouldBlock marks a flow the allowlist would refuse, let through in audit mode.
+	WouldBlock = "would-block"
 )
 
 // JSON field names, one place for the schema.
