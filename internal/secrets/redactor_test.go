@@ -1,0 +1,85 @@
+package secrets
+
+import (
+	"encoding/base64"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+func TestRedactor(t *testing.T) {
+	tab := testTable(t)
+	d := tab.Redactor([]string{openaiPH, githubPH, "PLACEHOLDER_SECRET_VALUE_UNKNOWN"})
+	tests := []struct{ name, in, want string }{
+		{"text without values is returned as is", "nothing here", "nothing here"},
+		{"a raw value becomes its placeholder", `{"echo":"` + openaiValue + `"}`, `{"echo":"` + openaiPH + `"}`},
+		{"every occurrence is replaced", openaiValue + openaiValue + " " + githubValue, openaiPH + openaiPH + " " + githubPH},
+		{"a query-escaped value is replaced", "u=?k=" + url.QueryEscape(githubValue), "u=?k=" + githubPH},
+		{"a JSON-escaped value is replaced", `"gh-test-FAKE-1111\/+=&x"`, `"` + githubPH + `"`},
+		{"a base64 value is replaced", "b64=" + base64.StdEncoding.EncodeToString([]byte(openaiValue)), ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := d.String(tt.in)
+			assertNoValue(t, "redacted", []byte(got))
+			if b64 := base64.StdEncoding.EncodeToString([]byte(openaiValue[:15])); strings.Contains(got, b64) {
+				t.Errorf("base64 of the value survived: %q", got)
+			}
+			if tt.want != "" && got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+	t.Run("secrets that were not sent are not redacted", func(t *testing.T) {
+		only := tab.Redactor([]string{githubPH})
+		if got := only.String(openaiValue); got != openaiValue {
+			t.Errorf("got %q", got)
+		}
+	})
+	t.Run("a redactor for no secrets is inactive and returns readers as they are", func(t *testing.T) {
+		none := tab.Redactor(nil)
+		r := strings.NewReader("x")
+		if none.Active() || none.Reader(r) != r {
+			t.Error("inactive redactor wrapped the reader")
+		}
+	})
+	t.Run("headers are redacted in place", func(t *testing.T) {
+		h := http.Header{"X-Echo": {"k=" + openaiValue}, "Www-Authenticate": {"ok"}}
+		d.Header(h)
+		if h.Get("X-Echo") != "k="+openaiPH || h.Get("Www-Authenticate") != "ok" {
+			t.Errorf("headers %v", h)
+		}
+	})
+	t.Run("a response is redacted and its Content-Length corrected", func(t *testing.T) {
+		body := "echo " + openaiValue
+		resp := &http.Response{Header: http.Header{"Content-Length": {"22"}}, Body: io.NopCloser(strings.NewReader(body)), ContentLength: int64(len(body))}
+		if ok, err := d.Response(resp); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		if string(got) != "echo "+openaiPH || resp.ContentLength != int64(len(got)) || resp.Header.Get("Content-Length") != "36" {
+			t.Errorf("body %q len %d header %q", got, resp.ContentLength, resp.Header.Get("Content-Length"))
+		}
+	})
+}
+
+func TestRedactorReaderEqualsStringForEverySplit(t *testing.T) {
+	d := testTable(t).Redactor([]string{openaiPH, githubPH})
+	in := "x" + openaiValue + githubValue + "sk-test-FAKE-000" + url.QueryEscape(githubValue) + openaiValue
+	want := d.String(in)
+	for i := 0; i <= len(in); i++ {
+		for j := i; j <= len(in); j += 5 {
+			got, err := io.ReadAll(d.Reader(&splitReader{data: []byte(in), sizes: []int{i, j - i, 1}}))
+			if err != nil || string(got) != want {
+				t.Fatalf("split %d,%d: got %q, want %q (%v)", i, j, got, want, err)
+			}
+		}
+	}
+	got, _ := io.ReadAll(d.Reader(iotest.OneByteReader(strings.NewReader(in))))
+	if string(got) != want {
+		t.Fatalf("one byte reads: got %q, want %q", got, want)
+	}
+}
