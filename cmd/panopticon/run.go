@@ -26,6 +26,7 @@ import (
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
 	"github.com/panopticon-dev/panopticon/internal/policy"
 	"github.com/panopticon-dev/panopticon/internal/privdrop"
+	"github.com/panopticon-dev/panopticon/internal/secrets"
 	"github.com/panopticon-dev/panopticon/internal/upstream"
 )
 
@@ -80,6 +81,13 @@ func run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error
 	upstreamDNS, err := cfg.ResolveUpstreamDNS("/etc/resolv.conf")
 	if err != nil {
 		return fail("%w", err)
+	}
+	secretTable, warnings, err := secrets.FromEnv(cfg.Secrets)
+	if err != nil {
+		return fail("%w", err)
+	}
+	for _, w := range warnings {
+		logger.Warn(w)
 	}
 	roots, err := upstreamRoots(cfg.UpstreamCAFile)
 	if err != nil {
@@ -198,6 +206,8 @@ func run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error
 		Logger:    logger,
 		OwnPorts:  portsOf(cfg),
 		Audit:     cfg.Mode == "audit",
+		Secrets:   secretTable,
+		LeakGuard: cfg.LeakGuard,
 	})
 
 	var wg sync.WaitGroup
@@ -228,7 +238,7 @@ func run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error
 			})
 		return nil
 	})
-	logger.Info("panopticon serving", "version", version, "transparent", transparent.Addr().String(), "dns", dnsListeners.Addrs(), "upstream_dns", upstreamDNS, "allowlist_entries", list.Len())
+	logger.Info("panopticon serving", "version", version, "transparent", transparent.Addr().String(), "dns", dnsListeners.Addrs(), "upstream_dns", upstreamDNS, "allowlist_entries", list.Len(), "secrets", secretTable.Names())
 
 	select {
 	case <-ctx.Done():

@@ -81,6 +81,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.URL.Scheme = scheme
 	r.URL.Host = joinHostPort(host, flow.Port, scheme)
 	r.Host = r.URL.Host
+	if blk := p.applySecrets(r, flow); blk != nil {
+		p.refuse(w, ev, blk)
+		return
+	}
 	if p.cfg.Hooks.Request != nil {
 		if blk := p.cfg.Hooks.Request(r, flow); blk != nil {
 			p.refuse(w, ev, blk)
@@ -94,8 +98,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(context.WithValue(r.Context(), flowKey{}, flow))
 
 	rec := &recorder{ResponseWriter: w}
+	if flow.secrets != nil && isWebSocketUpgrade(r) {
+		rec.clientStream = flow.secrets.rw.WebSocket
+	}
 	p.gp.ServeHTTP(rec, r)
 	rec.closeHijacked()
+	if flow.secrets != nil {
+		ev.Secrets = flow.secrets.rw.Used()
+	}
 
 	ev.Decision = flowlog.Allow
 	if wouldBlock != "" {
@@ -202,7 +212,14 @@ func oneLine(s string) string {
 
 // onRequest tags the goproxy context with our flow so onResponse can find it.
 func (p *Proxy) onRequest(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
-	ctx.UserData = r.Context().Value(flowKey{})
+	flow, _ := r.Context().Value(flowKey{}).(*Flow)
+	ctx.UserData = flow
+	if flow != nil && flow.secrets != nil && flow.secrets.transport != nil {
+		tr := flow.secrets.transport
+		ctx.RoundTripper = goproxy.RoundTripperFunc(func(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
+			return tr.RoundTrip(req)
+		})
+	}
 	return r, nil
 }
 
@@ -219,6 +236,9 @@ func (p *Proxy) onResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Res
 		}
 		return errorResponse(ctx.Req, err)
 	}
+	if flow != nil {
+		p.redactResponse(resp, flow)
+	}
 	if flow != nil && p.cfg.Hooks.Response != nil {
 		p.cfg.Hooks.Response(resp, flow)
 	}
@@ -231,7 +251,10 @@ func upstreamReason(err error) string {
 	var hne x509.HostnameError
 	var cie x509.CertificateInvalidError
 	var tve *tls.CertificateVerificationError
+	var pe *pinError
 	switch {
+	case errors.As(err, &pe):
+		return ReasonSecretPin
 	case errors.As(err, &ge):
 		return policy.ReasonPrivateAddress
 	case errors.As(err, &uae), errors.As(err, &hne), errors.As(err, &cie), errors.As(err, &tve):
@@ -245,9 +268,13 @@ func errorResponse(req *http.Request, err error) *http.Response {
 	reason := upstreamReason(err)
 	status := http.StatusBadGateway
 	msg := fmt.Sprintf("upstream %s failed: %v", req.URL.Host, err)
-	if reason == policy.ReasonPrivateAddress {
+	switch reason {
+	case policy.ReasonPrivateAddress:
 		status = http.StatusForbidden
 		msg = fmt.Sprintf("%s resolves to a private address: %v", req.URL.Host, err)
+	case ReasonSecretPin:
+		status = http.StatusForbidden
+		msg = fmt.Sprintf("secret withheld: %v", err)
 	}
 	body := "panopticon: blocked: " + oneLine(msg) + "\n"
 	return &http.Response{
@@ -267,11 +294,14 @@ func errorResponse(req *http.Request, err error) *http.Response {
 // bodies arrive as they are sent), and tracks a hijacked (WebSocket) connection.
 type recorder struct {
 	http.ResponseWriter
-	status      int
-	written     int64
-	hijacked    net.Conn
-	hijackedIn  atomic.Int64
-	hijackedOut atomic.Int64
+	// clientStream, when set, rewrites what the app sends after an upgrade
+	// (WebSocket placeholders).
+	clientStream func(io.Reader) io.Reader
+	status       int
+	written      int64
+	hijacked     net.Conn
+	hijackedIn   atomic.Int64
+	hijackedOut  atomic.Int64
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -308,9 +338,17 @@ func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	cc := &countingConn{Conn: c, in: &r.hijackedIn, out: &r.hijackedOut}
+	// Bytes the HTTP server already buffered (a first frame sent with the
+	// upgrade) must pass through the same rewriting as the rest, so hand
+	// them over inside the connection and return an empty reader.
+	buffered, _ := rw.Reader.Peek(rw.Reader.Buffered())
+	var src io.Reader = io.MultiReader(bytes.NewReader(bytes.Clone(buffered)), c)
+	if r.clientStream != nil {
+		src = r.clientStream(src)
+	}
+	cc := &countingConn{Conn: c, r: src, in: &r.hijackedIn, out: &r.hijackedOut}
 	r.hijacked = cc
-	return cc, rw, nil
+	return cc, bufio.NewReadWriter(bufio.NewReader(bytes.NewReader(nil)), rw.Writer), nil
 }
 
 func (r *recorder) closeHijacked() {
@@ -323,11 +361,12 @@ func (r *recorder) closeHijacked() {
 // writes bytes coming back to the app.
 type countingConn struct {
 	net.Conn
+	r       io.Reader
 	in, out *atomic.Int64
 }
 
 func (c *countingConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
+	n, err := c.r.Read(b)
 	c.out.Add(int64(n))
 	return n, err
 }

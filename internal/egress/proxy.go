@@ -39,6 +39,7 @@ import (
 
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
 	"github.com/panopticon-dev/panopticon/internal/policy"
+	"github.com/panopticon-dev/panopticon/internal/secrets"
 )
 
 // Decider answers whether host:port may be reached (*policy.Policy).
@@ -69,6 +70,11 @@ type Config struct {
 	// Audit lets through what the allowlist would refuse, logged as
 	// would-block (MODE=audit). No other guard is relaxed.
 	Audit bool
+	// Secrets swaps placeholders for real values on the way to authorised
+	// hosts (nil: no secrets). LeakGuard is log, block or off for
+	// well-known credential formats (default log).
+	Secrets   *secrets.Table
+	LeakGuard string
 	// Hooks let other features (secrets) rewrite requests and responses.
 	Hooks Hooks
 
@@ -95,6 +101,7 @@ type Flow struct {
 	TLS         bool
 	Event       *flowlog.Event // hooks may add Secrets and Detail
 	upstreamErr error
+	secrets     *secretState
 }
 
 // Block is a refusal with a machine-readable reason and a human sentence.
@@ -125,6 +132,7 @@ type Proxy struct {
 	own     map[uint16]bool
 	conns   chan struct{}
 	active  atomic.Int64
+	pinned  sync.Map // host+secrets → *http.Transport enforcing pins
 }
 
 // New builds a Proxy from cfg.
@@ -143,6 +151,9 @@ func New(cfg Config) *Proxy {
 	}
 	if cfg.MaxHeaderBytes == 0 {
 		cfg.MaxHeaderBytes = 64 << 10
+	}
+	if cfg.LeakGuard == "" {
+		cfg.LeakGuard = LeakGuardLog
 	}
 	if cfg.ReadHeaderTimeout == 0 {
 		cfg.ReadHeaderTimeout = 10 * time.Second

@@ -279,6 +279,7 @@ func (u *Upstream) handler(port int, useTLS bool) http.Handler {
 			if err != nil || op == wsframe.OpClose {
 				return
 			}
+			u.add("ws-message %s", p)
 			if ws.WriteFrame(op, p) != nil {
 				return
 			}

@@ -1,0 +1,246 @@
+package egress
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+
+	"github.com/panopticon-dev/panopticon/internal/secrets"
+)
+
+// Reasons for refusing a request because of a secret.
+const (
+	ReasonSecretUnauthorised = "secret-not-authorised" // placeholder bound for a host not in its domains
+	ReasonSecretPlainHTTP    = "secret-plain-http"     // placeholder in a plain-HTTP request
+	ReasonSecretLeak         = "secret-leak"           // the agent sent a real value
+	ReasonSecretPin          = "secret-pin-mismatch"   // the upstream key is not pinned for the secret
+	ReasonSuspectedLeak      = "suspected-leak"        // a well-known credential format (LEAK_GUARD=block)
+)
+
+// Leak guard modes for well-known credential formats.
+const (
+	LeakGuardLog   = "log"
+	LeakGuardBlock = "block"
+	LeakGuardOff   = "off"
+)
+
+// secretState is what the secret hooks learnt about one request.
+type secretState struct {
+	rw         *secrets.Rewriter
+	authorised []string          // placeholders this host may receive
+	transport  http.RoundTripper // non-nil: a transport that enforces pins
+}
+
+// applySecrets swaps placeholders in r for real values when the verified
+// destination may receive them, and refuses the request otherwise. It runs
+// after the destination was allowed and before anything is sent upstream.
+func (p *Proxy) applySecrets(r *http.Request, f *Flow) *Block {
+	if p.cfg.LeakGuard != LeakGuardOff {
+		if kinds := suspectedLeaks(r); len(kinds) > 0 {
+			f.Event.Detail["suspected_leak"] = strings.Join(kinds, ",")
+			if p.cfg.LeakGuard == LeakGuardBlock {
+				return &Block{Reason: ReasonSuspectedLeak, Message: fmt.Sprintf("the request to %s carries what looks like a credential (%s); LEAK_GUARD=block", f.Host, strings.Join(kinds, ", "))}
+			}
+			p.cfg.Logger.Warn("suspected credential in a request", "host", f.Host, "kinds", kinds)
+		}
+	}
+	t := p.cfg.Secrets
+	if t.Len() == 0 {
+		return nil
+	}
+	st := &secretState{authorised: t.AuthorisedFor(f.Host)}
+	up := secrets.Upstream{Host: f.Host, VerifiedTLS: f.TLS}
+	pinned := pinnedOf(t, st.authorised)
+	if f.TLS && len(pinned) > 0 {
+		// A pinned secret may only ride on a connection whose verified chain
+		// holds a pinned key. The rewriter is told the pins are satisfied, and
+		// every request that does (or may, later in a stream) carry such a
+		// secret uses a transport that checks the pins during the handshake,
+		// before a single byte of the request is sent.
+		for _, name := range pinned {
+			up.PeerKeys = append(up.PeerKeys, t.Pins(name)...)
+		}
+	}
+	st.rw = t.RewriterFor(up)
+	if err := st.rw.Request(r); err != nil {
+		return secretBlock(err, f.Host)
+	}
+	if len(up.PeerKeys) > 0 && (usesAny(st.rw.Used(), pinned) || streamedBody(r) || isWebSocketUpgrade(r)) {
+		st.transport = p.pinnedTransport(f.Host, pinned)
+	}
+	if len(st.authorised) > 0 {
+		if isWebSocketUpgrade(r) {
+			// Compressed frames could not be swapped (or redacted).
+			r.Header.Del("Sec-WebSocket-Extensions")
+		} else if r.Header.Get("Accept-Encoding") != "" {
+			// Only encodings we can decode, so echoes can be redacted.
+			r.Header.Set("Accept-Encoding", secrets.AcceptEncoding)
+		}
+	}
+	f.secrets = st
+	return nil
+}
+
+// redactResponse replaces real values echoed by a host that received them
+// with their placeholders. Hosts that received no secret are not touched.
+func (p *Proxy) redactResponse(resp *http.Response, f *Flow) {
+	st := f.secrets
+	if st == nil {
+		return
+	}
+	names := st.rw.Used()
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		names = st.authorised // later WebSocket messages may carry any of them
+		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && len(names) > 0 {
+			red := p.cfg.Secrets.Redactor(names)
+			resp.Body = &redactedConn{r: red.WebSocket(rwc), ReadWriteCloser: rwc}
+		}
+		return
+	}
+	if len(names) == 0 {
+		return
+	}
+	decoded, err := p.cfg.Secrets.Redactor(names).Response(resp)
+	if err != nil {
+		p.cfg.Logger.Warn("redacting a response failed", "host", f.Host, "err", err)
+	}
+	if !decoded {
+		f.Event.Detail["redaction"] = "skipped: content-encoding " + resp.Header.Get("Content-Encoding")
+	}
+}
+
+type redactedConn struct {
+	io.ReadWriteCloser
+	r io.Reader
+}
+
+func (c *redactedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+func secretBlock(err error, host string) *Block {
+	reason := ReasonSecretUnauthorised
+	switch {
+	case errors.Is(err, secrets.ErrPlainHTTP):
+		reason = ReasonSecretPlainHTTP
+	case errors.Is(err, secrets.ErrLeak):
+		reason = ReasonSecretLeak
+	case errors.Is(err, secrets.ErrPinMismatch):
+		reason = ReasonSecretPin
+	case errors.Is(err, secrets.ErrUnauthorized):
+	default:
+		// Reading the body failed, or something unexpected: refuse, say why.
+		return &Block{Status: http.StatusBadRequest, Reason: "bad-request", Message: fmt.Sprintf("reading the request for %s: %v", host, err)}
+	}
+	return &Block{Reason: reason, Message: err.Error()}
+}
+
+// streamedBody reports whether r's body is sent as it is read (so placeholders
+// in it are swapped only after the transport was chosen).
+func streamedBody(r *http.Request) bool {
+	return r.Body != nil && r.Body != http.NoBody && (r.ContentLength < 0 || r.ContentLength > secrets.MaxBufferedBody)
+}
+
+func usesAny(used, names []string) bool {
+	for _, u := range used {
+		for _, n := range names {
+			if u == n {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// pinnedOf returns the names among names that have certificate pins.
+func pinnedOf(t *secrets.Table, names []string) []string {
+	var out []string
+	for _, n := range names {
+		if len(t.Pins(n)) > 0 {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// pinError says the upstream chain holds none of a secret's pinned keys.
+type pinError struct{ secret, host string }
+
+func (e *pinError) Error() string {
+	return fmt.Sprintf("%s presented no key pinned for %s", e.host, e.secret)
+}
+
+// pinnedTransport returns (and caches) a transport for host that completes a
+// TLS handshake only when the verified chain satisfies every pinned secret.
+func (p *Proxy) pinnedTransport(host string, pinned []string) http.RoundTripper {
+	key := host + "\x00" + strings.Join(pinned, ",")
+	if tr, ok := p.pinned.Load(key); ok {
+		return tr.(http.RoundTripper)
+	}
+	tr := p.cfg.Transport.Clone()
+	tr.TLSClientConfig = tr.TLSClientConfig.Clone()
+	t := p.cfg.Secrets
+	tr.TLSClientConfig.VerifyConnection = func(cs tls.ConnectionState) error {
+		hashes := secrets.SPKIHashes(cs.VerifiedChains)
+		for _, name := range pinned {
+			if s, ok := t.Secret(name); ok && !s.PinOK(hashes) {
+				return &pinError{secret: name, host: host}
+			}
+		}
+		return nil
+	}
+	actual, _ := p.pinned.LoadOrStore(key, tr)
+	return actual.(http.RoundTripper)
+}
+
+// suspectedLeaks names well-known credential formats in the request target,
+// header values and (when small enough to hold) the body.
+func suspectedLeaks(r *http.Request) []string {
+	seen := map[string]bool{}
+	add := func(kinds []string) {
+		for _, k := range kinds {
+			seen[k] = true
+		}
+	}
+	add(secrets.SuspectLeaksString(r.URL.RequestURI()))
+	for _, vs := range r.Header {
+		for _, v := range vs {
+			add(secrets.SuspectLeaksString(v))
+		}
+	}
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength > 0 && r.ContentLength <= secrets.MaxBufferedBody {
+		data, err := io.ReadAll(io.LimitReader(r.Body, r.ContentLength))
+		_ = r.Body.Close()
+		r.Body = io.NopCloser(bytes.NewReader(data))
+		if err == nil {
+			add(secrets.SuspectLeaks(data))
+		}
+	}
+	if len(seen) == 0 {
+		return nil
+	}
+	out := make([]string, 0, len(seen))
+	for k := range seen {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func isWebSocketUpgrade(r *http.Request) bool {
+	return headerHas(r.Header, "Connection", "upgrade") && strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+}
+
+func headerHas(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
