@@ -124,10 +124,15 @@ func run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error
 	if err := ownDir(cfg.LogDir, cfg.ProxyUID, cfg.ProxyGID); err != nil {
 		return fail("LOG_DIR: %w", err)
 	}
+	flowStdout := stdout
+	if cfg.FlowStdout == "off" {
+		flowStdout = nil
+	}
 	flows, err := flowlog.New(flowlog.Options{
 		Dir: cfg.LogDir, MaxSizeMB: cfg.LogMaxSizeMB, MaxBackups: cfg.LogMaxBackups,
 		MaxAgeDays: cfg.LogMaxAgeDays, Compress: cfg.LogCompress,
-	}, stdout)
+		StdoutJSON: cfg.FlowStdout == "json",
+	}, flowStdout)
 	if err != nil {
 		return fail("LOG_DIR: %w", err)
 	}

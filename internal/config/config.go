@@ -62,6 +62,7 @@ type Config struct {
 	InboundFilterBytes int    // how much of a request body the filter reads
 	InboundMaxBodyMB   int
 
+	FlowStdout          string // text | json | off
 	Mode                string // enforce | audit
 	LeakGuard           string // log | block | off
 	DashboardToken      string
@@ -111,6 +112,7 @@ var Vars = []Var{
 	{"INBOUND_FILTER_FILE", "", "inbound request filter rules (default: the built-in starter rules; off: none)"},
 	{"INBOUND_FILTER_BYTES", "65536", "how many bytes of a request body the inbound filter reads"},
 	{"INBOUND_MAX_BODY_MB", "32", "largest inbound request body"},
+	{"FLOW_STDOUT", "text", "flow events on stdout: text (readable lines), json (for a cluster's log collector) or off"},
 	{"MODE", "enforce", "enforce, or audit: let through what the allowlist would block and log it as would-block"},
 	{"LEAK_GUARD", "log", "well-known credential formats in requests: log, block or off"},
 	{"DASHBOARD_TOKEN", "", "token for the dashboard and its API (default: generated and printed at start-up)"},
@@ -205,6 +207,7 @@ func FromMap(vars map[string]string) (Config, error) {
 		InboundFilterBytes:  num("INBOUND_FILTER_BYTES"),
 		InboundMaxBodyMB:    num("INBOUND_MAX_BODY_MB"),
 		Mode:                get("MODE"),
+		FlowStdout:          get("FLOW_STDOUT"),
 		LeakGuard:           get("LEAK_GUARD"),
 		DashboardToken:      get("DASHBOARD_TOKEN"),
 		StateDir:            get("STATE_DIR"),
@@ -333,6 +336,11 @@ func (c Config) Validate() error {
 	case "enforce", "audit":
 	default:
 		errs = append(errs, fmt.Errorf("MODE=%q: want enforce or audit", c.Mode))
+	}
+	switch c.FlowStdout {
+	case "text", "json", "off":
+	default:
+		errs = append(errs, fmt.Errorf("FLOW_STDOUT=%q: want text, json or off", c.FlowStdout))
 	}
 	switch c.LeakGuard {
 	case "log", "block", "off":

@@ -107,6 +107,10 @@ type Options struct {
 	MaxAgeDays int    // delete rotated files older than this (0: keep)
 	Compress   bool   // gzip rotated files
 
+	// StdoutJSON writes the JSON line (as in the file) to stdout instead of
+	// the readable line — for a cluster's log collector.
+	StdoutJSON bool
+
 	// OnError receives the first file-write failure of each minute (the
 	// others are only counted in Dropped). Nil logs through slog.Default.
 	// It is called without locks held and may itself call Emit.
@@ -118,10 +122,11 @@ type Options struct {
 // Log writes events and fans them out. Safe for concurrent use; Emit never blocks
 // on a slow subscriber (it drops for that subscriber and counts the drop).
 type Log struct {
-	path    string
-	stdout  io.Writer
-	onError func(error)
-	now     func() time.Time
+	path       string
+	stdout     io.Writer
+	stdoutJSON bool
+	onError    func(error)
+	now        func() time.Time
 
 	mu         sync.Mutex
 	file       io.WriteCloser // guarded by mu
@@ -166,7 +171,7 @@ func New(opts Options, stdout io.Writer) (*Log, error) {
 
 // newLog wires a Log around any file writer.
 func newLog(path string, file io.WriteCloser, stdout io.Writer, opts Options) *Log {
-	l := &Log{path: path, file: file, stdout: stdout, onError: opts.OnError, now: opts.Now}
+	l := &Log{path: path, file: file, stdout: stdout, stdoutJSON: opts.StdoutJSON, onError: opts.OnError, now: opts.Now}
 	if l.onError == nil {
 		l.onError = func(err error) { slog.Error("flow log write failed", "err", err) }
 	}
@@ -232,8 +237,14 @@ func (l *Log) Emit(e Event) {
 			report = fmt.Errorf("%w (%d events dropped so far; further failures this minute are only counted)", err, n)
 		}
 	}
-	if l.stdout != nil {
-		l.stdout.Write(FormatLine(e)) // a broken stdout must not stop the file log
+	if l.stdout != nil { // a broken stdout must not stop the file log
+		if l.stdoutJSON {
+			if encErr == nil {
+				l.stdout.Write(line)
+			}
+		} else {
+			l.stdout.Write(FormatLine(e))
+		}
 	}
 	l.mu.Unlock()
 
