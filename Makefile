@@ -35,6 +35,8 @@ bench: ## side-by-side benchmark (root; never part of test)
 
 lint: ## go vet + gofmt
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./test/e2e/
+	cd test/browser && $(GO) vet ./...
 	@test -z "$$(gofmt -l cmd internal test)" || (gofmt -l cmd internal test; exit 1)
 
 clean: ## remove build output

@@ -2,6 +2,7 @@
 //
 //	panopticon [run] [--env-file PATH]   install the firewall, drop to PROXY_UID, serve
 //	panopticon healthcheck [--env-file PATH]   exit 0 when the firewall is in place and every listener answers
+//	panopticon tail [--blocked] [--host H] [--kind K] [--json] [--log-dir DIR]   follow the flow log
 //	panopticon version
 //
 // main only parses the command line, builds the configuration and calls run;
@@ -33,6 +34,9 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
 	}
+	if cmd == "tail" {
+		return tailMain(args, stdout, stderr)
+	}
 	fs := flag.NewFlagSet("panopticon "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	envFile := fs.String("env-file", "", "read variables from this .env file (the process environment wins)")
@@ -45,7 +49,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "run", "healthcheck":
 	default:
-		fmt.Fprintf(stderr, "panopticon: unknown command %q (want run, healthcheck or version)\n", cmd)
+		fmt.Fprintf(stderr, "panopticon: unknown command %q (want run, healthcheck, tail or version)\n", cmd)
 		return 2
 	}
 

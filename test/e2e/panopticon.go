@@ -70,6 +70,7 @@ func (tb *Testbed) PreparePanopticon(t *testing.T, allowlist string) *Panopticon
 		"CA_DIR=" + p.CADir,
 		"CA_EXPORT_DIR=" + p.ExportDir,
 		"LOG_DIR=" + p.LogDir,
+		"STATE_DIR=" + filepath.Join(base, "state"),
 		"PROXY_UID=1337",
 		"PROXY_GID=1337",
 		"TRANSPARENT_PORT=8080",
