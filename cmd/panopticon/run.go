@@ -53,6 +53,7 @@ func firewallSpec(cfg config.Config) firewall.Spec {
 		TransparentPort: cfg.TransparentPort,
 		DNSPort:         cfg.DNSPort,
 		InboundPorts:    []int{cfg.InboundHTTPSPort, cfg.InboundWSSPort, cfg.DashboardPort},
+		InboundAllow:    cfg.InboundAllowCIDRs,
 		DashboardPort:   cfg.DashboardPort,
 	}
 }

@@ -1,0 +1,168 @@
+package inbound
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// handshake connects to a TLS server using certs and returns the leaf it served.
+func handshake(t *testing.T, certs *Certs, serverName string) (*x509.Certificate, error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		tc := tls.Server(c, &tls.Config{GetCertificate: certs.GetCertificate})
+		tc.SetDeadline(time.Now().Add(3 * time.Second))
+		tc.Handshake()
+		io.Copy(io.Discard, tc)
+	}()
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 3 * time.Second}, "tcp", ln.Addr().String(),
+		&tls.Config{ServerName: serverName, InsecureSkipVerify: true}) // we inspect the leaf ourselves
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0], nil
+}
+
+func TestMintedCertificates(t *testing.T) {
+	tca := newTestCA(t)
+	certs := NewMintedCerts(tca.minter, []string{"Localhost.", "agent.example", "*.bots.example"})
+	tests := []struct {
+		sni     string
+		wantDNS string
+		wantIP  string
+	}{
+		{"localhost", "localhost", ""},
+		{"agent.example", "agent.example", ""},
+		{"a.bots.example", "a.bots.example", ""},
+		{"a.b.bots.example", "", "127.0.0.1"}, // a wildcard covers one label
+		{"unknown.example", "", "127.0.0.1"},
+		{"", "", "127.0.0.1"},
+	}
+	for _, tc := range tests {
+		leaf, err := handshake(t, certs, tc.sni)
+		if err != nil {
+			t.Fatalf("SNI %q: %v", tc.sni, err)
+		}
+		var gotDNS, gotIP string
+		if len(leaf.DNSNames) > 0 {
+			gotDNS = leaf.DNSNames[0]
+		}
+		if len(leaf.IPAddresses) > 0 {
+			gotIP = leaf.IPAddresses[0].String()
+		}
+		if gotDNS != tc.wantDNS || gotIP != tc.wantIP {
+			t.Errorf("SNI %q: leaf DNS %v IP %v, want %q %q", tc.sni, leaf.DNSNames, leaf.IPAddresses, tc.wantDNS, tc.wantIP)
+		}
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: tca.pool}); err != nil {
+			t.Errorf("SNI %q: leaf does not chain to the CA: %v", tc.sni, err)
+		}
+	}
+}
+
+// writePair writes a self-signed certificate for cn and its key.
+func writePair(t *testing.T, certFile, keyFile, cn string) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: cn},
+		DNSNames:     []string{cn},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fakeClock is a settable clock.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func TestFileCertificateReload(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	writePair(t, certFile, keyFile, "first.example")
+	if _, err := NewFileCerts(certFile, filepath.Join(dir, "missing.key"), nil); err == nil {
+		t.Error("a missing key is not an error")
+	}
+	certs, err := NewFileCerts(certFile, keyFile, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := &fakeClock{now: time.Now()}
+	certs.Now = clock.Now
+	cn := func() string {
+		t.Helper()
+		leaf, err := handshake(t, certs, "whatever")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return leaf.Subject.CommonName
+	}
+	if got := cn(); got != "first.example" {
+		t.Fatalf("served %q", got)
+	}
+
+	writePair(t, certFile, keyFile, "second.example")
+	if got := cn(); got != "first.example" {
+		t.Errorf("reloaded before a second passed: %q", got)
+	}
+	clock.Add(2 * time.Second)
+	if got := cn(); got != "second.example" {
+		t.Errorf("renewed certificate not served: %q", got)
+	}
+
+	// A broken renewal keeps the last good pair.
+	os.WriteFile(keyFile, []byte("not a key"), 0o600)
+	clock.Add(2 * time.Second)
+	if got := cn(); got != "second.example" {
+		t.Errorf("broken renewal: served %q", got)
+	}
+	writePair(t, certFile, keyFile, "third.example")
+	clock.Add(2 * time.Second)
+	if got := cn(); got != "third.example" {
+		t.Errorf("fixed renewal: served %q", got)
+	}
+}

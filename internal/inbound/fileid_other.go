@@ -1,0 +1,8 @@
+//go:build !unix
+
+package inbound
+
+import "io/fs"
+
+// fileID is unavailable here; mtime and size still catch most changes.
+func fileID(fs.FileInfo) (dev, ino uint64) { return 0, 0 }
