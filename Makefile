@@ -4,7 +4,7 @@ GO      ?= go
 GOFLAGS_BUILD = -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 export CGO_ENABLED = 0
 
-.PHONY: help build test unit e2e e2e-docker fuzz bench lint clean
+.PHONY: help build test unit k8s e2e e2e-docker fuzz bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -15,13 +15,16 @@ build: ## build bin/panopticon (static)
 unit: ## unit tests (no root, no network beyond loopback)
 	$(GO) test -count=1 ./...
 
+k8s: ## validate the Kubernetes manifests without a cluster (own Go module)
+	cd deploy/kubernetes/validate && $(GO) vet ./... && $(GO) test -count=1 ./...
+
 e2e: ## end-to-end tests in network namespaces (root)
 	$(GO) test -tags e2e -count=1 -timeout 15m ./test/e2e/
 
 e2e-docker: ## docker compose deployment test (needs a Docker engine)
 	test/docker/run.sh
 
-test: unit e2e ## unit + e2e (+ e2e-docker when a Docker engine answers)
+test: unit k8s e2e ## unit + k8s manifests + e2e (+ e2e-docker when a Docker engine answers)
 	@if docker info >/dev/null 2>&1; then $(MAKE) e2e-docker; \
 	elif [ "$$CI" = "true" ] && command -v docker >/dev/null 2>&1; then \
 		echo "CI=true and docker is installed but the engine does not answer" >&2; exit 1; \
@@ -37,7 +40,7 @@ lint: ## go vet + gofmt
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./test/e2e/
 	cd test/browser && $(GO) vet ./...
-	@test -z "$$(gofmt -l cmd internal test)" || (gofmt -l cmd internal test; exit 1)
+	@test -z "$$(gofmt -l cmd internal test deploy bench)" || (gofmt -l cmd internal test deploy bench; exit 1)
 
 clean: ## remove build output
 	rm -rf bin
