@@ -29,6 +29,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -52,6 +53,12 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	if f := os.Getenv("PANOPTICON_READY_FILE"); f != "" {
+		if err := waitForFirewall(ctx, f, 60*time.Second); err != nil {
+			log.Error("not starting", "err", err)
+			return 1
+		}
+	}
 	if err := serve(ctx, log, os.Getenv); err != nil {
 		log.Error("demo-agent stopped", "err", err)
 		return 1
@@ -138,4 +145,29 @@ func serve(ctx context.Context, log *slog.Logger, getenv func(string) string) er
 		err = nil
 	}
 	return err
+}
+
+// waitForFirewall waits until panopticon says the firewall of *our* network
+// namespace is in place (the file names the namespace), so that an agent
+// restarted into a fresh proxy namespace never runs before the firewall.
+func waitForFirewall(ctx context.Context, file string, limit time.Duration) error {
+	own, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		return fmt.Errorf("reading our network namespace: %w", err)
+	}
+	deadline := time.Now().Add(limit)
+	for {
+		b, err := os.ReadFile(file)
+		if err == nil && strings.TrimSpace(string(b)) == own {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("panopticon's firewall is not in place for %s after %v (%s)", own, limit, file)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }

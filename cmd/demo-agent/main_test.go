@@ -315,3 +315,23 @@ func freePort(t *testing.T) string {
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	return port
 }
+
+func TestWaitForFirewallWaitsForOurNamespace(t *testing.T) {
+	own, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Skip("no /proc/self/ns/net:", err)
+	}
+	file := filepath.Join(t.TempDir(), "firewall-netns")
+	// Another namespace's firewall does not count.
+	os.WriteFile(file, []byte("net:[1]\n"), 0o644)
+	if err := waitForFirewall(context.Background(), file, 300*time.Millisecond); err == nil {
+		t.Fatal("started although the file names another namespace")
+	}
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		os.WriteFile(file, []byte(own+"\n"), 0o644)
+	}()
+	if err := waitForFirewall(context.Background(), file, 5*time.Second); err != nil {
+		t.Fatalf("did not start once the file named our namespace: %v", err)
+	}
+}

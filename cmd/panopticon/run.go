@@ -119,6 +119,9 @@ func run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error
 	if err := authority.Export(cfg.CAExportDir); err != nil {
 		return fail("CA_EXPORT_DIR: %w", err)
 	}
+	if err := markFirewallReady(cfg.CAExportDir); err != nil {
+		return fail("CA_EXPORT_DIR: %w", err)
+	}
 	minter := ca.NewMinter(authority, 4096)
 
 	// Directories the dropped identity writes to.
@@ -256,6 +259,23 @@ func run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error
 	}
 	wg.Wait()
 	return nil
+}
+
+// readyFile names, in CA_EXPORT_DIR, the network namespace whose firewall is
+// in place. An app sharing the namespace waits until it names its own before
+// starting, so that after a proxy restart it cannot race the firewall.
+const readyFile = "firewall-netns"
+
+func markFirewallReady(dir string) error {
+	ns, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		return fmt.Errorf("reading our network namespace: %w", err)
+	}
+	tmp := filepath.Join(dir, readyFile+".tmp")
+	if err := os.WriteFile(tmp, []byte(ns+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, readyFile))
 }
 
 func portsOf(cfg config.Config) []int {
