@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"syscall"
@@ -206,6 +207,9 @@ func run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true, // pass Accept-Encoding and bodies through untouched
+		// Larger buffers: a 32 KiB body chunk leaves as one TLS record and one write.
+		WriteBufferSize: 64 << 10,
+		ReadBufferSize:  64 << 10,
 	}
 	proxy := egress.New(egress.Config{
 		Policy:    pol,
@@ -240,6 +244,9 @@ func run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error
 			func(l *policy.Allowlist) {
 				pol.Swap(l)
 				d.reloads.Add(1)
+				// A large list was just parsed while the old one was live: hand the
+				// old one's memory back now rather than at the next GC cycle.
+				debug.FreeOSMemory()
 				logger.Info("allowlist reloaded", "file", cfg.AllowlistFile, "entries", l.Len())
 			},
 			func(err error) {
