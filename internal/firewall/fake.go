@@ -31,6 +31,8 @@ func NewFake() *Fake {
 	for table, chains := range map[string][]string{
 		"filter": {"INPUT", "FORWARD", "OUTPUT"},
 		"nat":    {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"},
+		"mangle": {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
+		"raw":    {"PREROUTING", "OUTPUT"},
 	} {
 		f.tables[table] = map[string]*fakeChain{}
 		for _, c := range chains {
@@ -223,7 +225,7 @@ func (f *Fake) checkTarget(table string, rulespec []string) error {
 
 func builtinTarget(t string) bool {
 	switch t {
-	case "ACCEPT", "DROP", "RETURN", "REJECT", "REDIRECT", "DNAT", "SNAT", "MASQUERADE", "MARK", "LOG":
+	case "ACCEPT", "DROP", "RETURN", "REJECT", "REDIRECT", "DNAT", "SNAT", "MASQUERADE", "MARK", "LOG", "CT":
 		return true
 	}
 	return false

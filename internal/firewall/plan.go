@@ -33,7 +33,33 @@ const (
 	ChainNAT = "PANOPTICON_NAT" // nat, jumped to from nat OUTPUT
 	ChainOut = "PANOPTICON_OUT" // filter, jumped to from filter OUTPUT
 	ChainIn  = "PANOPTICON_IN"  // filter, jumped to from filter INPUT
+	// ChainPost (mangle, jumped to from mangle POSTROUTING) drops packets
+	// bound for loopback that are about to leave through another device.
+	ChainPost = "PANOPTICON_POST"
+	// ChainZoneOut and ChainZoneIn (raw, from OUTPUT and PREROUTING) put
+	// every connection panopticon has with the outside into a conntrack
+	// zone of its own (see ConntrackZone).
+	ChainZoneOut = "PANOPTICON_ZONE_OUT"
+	ChainZoneIn  = "PANOPTICON_ZONE_IN"
 )
+
+// ConntrackZone is the conntrack zone of panopticon's traffic with the
+// outside, derived from the mark (never 0, the default zone).
+//
+// The app and panopticon share one conntrack table and one port space. A
+// connection entry outlives its socket (a UDP one 30 s and more), so the
+// app's next socket may get the very tuple panopticon just used — say
+// pod:40123 → resolver:53. Its packet then belongs to panopticon's entry:
+// it is not NEW, so nat does not redirect it, and it either leaks (when
+// "established" is accepted) or is refused. The reverse sends panopticon
+// into an entry the app's redirect made, and back to itself. Separate zones
+// keep the two tables apart.
+func ConntrackZone(mark uint32) int {
+	if z := int(mark & 0xffff); z != 0 {
+		return z
+	}
+	return 1
+}
 
 // Spec is what the firewall needs to know about panopticon.
 type Spec struct {
@@ -114,11 +140,15 @@ func BuildPlan(s Spec, f Family) Plan {
 
 	p := Plan{
 		Family: f,
-		Chains: []ChainRef{{"nat", ChainNAT}, {"filter", ChainOut}, {"filter", ChainIn}},
-		// Close first (filter), redirect last (nat).
+		Chains: []ChainRef{{"nat", ChainNAT}, {"filter", ChainOut}, {"filter", ChainIn}, {"mangle", ChainPost},
+			{"raw", ChainZoneOut}, {"raw", ChainZoneIn}},
+		// Close first (filter, mangle), then zones (raw), redirect last (nat).
 		Jumps: []Rule{
 			{"filter", "OUTPUT", []string{"-j", ChainOut}},
 			{"filter", "INPUT", []string{"-j", ChainIn}},
+			{"mangle", "POSTROUTING", []string{"-j", ChainPost}},
+			{"raw", "OUTPUT", []string{"-j", ChainZoneOut}},
+			{"raw", "PREROUTING", []string{"-j", ChainZoneIn}},
 			{"nat", "OUTPUT", []string{"-j", ChainNAT}},
 		},
 	}
@@ -136,6 +166,12 @@ func BuildPlan(s Spec, f Family) Plan {
 	// nat: panopticon's own sockets pass; DNS is redirected before the
 	// loopback exemption so the app cannot use Docker's 127.0.0.11 directly.
 	add("nat", ChainNAT, cat(self, []string{"-j", "RETURN"})...)
+	if v6 {
+		// Link-local is never redirected: a socket scoped to an interface
+		// would carry the redirected packet (now bound for ::1) out of that
+		// interface. Unredirected, filter rejects it at once.
+		add("nat", ChainNAT, "-d", "fe80::/10", "-j", "RETURN")
+	}
 	add("nat", ChainNAT, "-p", "udp", "--dport", "53", "-j", "REDIRECT", "--to-ports", itoa(s.DNSPort))
 	add("nat", ChainNAT, "-p", "tcp", "--dport", "53", "-j", "REDIRECT", "--to-ports", itoa(s.DNSPort))
 	add("nat", ChainNAT, "-o", "lo", "-j", "RETURN")
@@ -156,7 +192,14 @@ func BuildPlan(s Spec, f Family) Plan {
 	// reroutes it), so "-o lo" misses it; its new destination is loopback,
 	// which never leaves the host.
 	add("filter", ChainOut, "-d", loopback, "-j", "ACCEPT")
-	add("filter", ChainOut, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
+	// Only replies: packets of connections that came in (the inbound
+	// proxies' answers). Panopticon's own outbound packets pass by uid+mark
+	// below. A packet of the app that reuses the tuple of one of
+	// panopticon's recent connections (bind to the port it just used) is
+	// "established" in the original direction, is not NEW so nat never
+	// redirects it — and without --ctdir it would leave straight for the
+	// upstream (e.g. a DNS query to the real resolver).
+	add("filter", ChainOut, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "--ctdir", "REPLY", "-j", "ACCEPT")
 	add("filter", ChainOut, cat(self, []string{"-j", "ACCEPT"})...)
 	if v6 {
 		// Kernel-generated NDP has no socket owner; without it IPv6 breaks
@@ -202,6 +245,29 @@ func BuildPlan(s Spec, f Family) Plan {
 		}
 	}
 	add("filter", ChainIn, "-j", "DROP")
+
+	// mangle POSTROUTING sees the final out device. A socket bound to a
+	// device (SO_BINDTODEVICE needs no privilege) keeps that device when nat
+	// redirects it to loopback, so the packet — payload and all — would
+	// leave the pod addressed to 127.0.0.1 or ::1; filter OUTPUT, which
+	// accepts redirected packets by their loopback destination, cannot tell.
+	add("mangle", ChainPost, "-d", loopback, "!", "-o", "lo", "-j", "DROP")
+
+	// raw: panopticon's connections with the outside — its upstream sockets
+	// (created after the drop: uid 1337) and its inbound listeners' answers
+	// (bound as root before the drop, so matched by source port; the app
+	// cannot bind a port panopticon listens on) — and everything arriving
+	// from outside live in their own conntrack zone. Loopback stays in the
+	// default zone with the app (the redirected connections, Docker's DNS
+	// at 127.0.0.11).
+	zone := strconv.Itoa(ConntrackZone(s.Mark))
+	add("raw", ChainZoneOut, "-o", "lo", "-j", "RETURN")
+	add("raw", ChainZoneOut, "-m", "owner", "--uid-owner", uid, "-j", "CT", "--zone", zone)
+	for _, port := range s.InboundPorts {
+		add("raw", ChainZoneOut, "-p", "tcp", "--sport", itoa(port), "-j", "CT", "--zone", zone)
+	}
+	add("raw", ChainZoneIn, "-i", "lo", "-j", "RETURN")
+	add("raw", ChainZoneIn, "-j", "CT", "--zone", zone)
 	return p
 }
 
