@@ -2,6 +2,7 @@
 //
 //	panopticon [run] [--env-file PATH]   install the firewall, drop to PROXY_UID, serve
 //	panopticon healthcheck [--env-file PATH]   exit 0 when the firewall is in place and every listener answers
+//	panopticon selftest [--env-file PATH]      probe as another uid that IPv6, UDP, a direct IP and outside DNS are blocked
 //	panopticon tail [--blocked] [--host H] [--kind K] [--json] [--log-dir DIR]   follow the flow log
 //	panopticon version
 //
@@ -34,6 +35,9 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
 	}
+	if cmd == selftestProbeCmd {
+		return selftestProbeMain(args, stdout, stderr)
+	}
 	if cmd == "tail" {
 		return tailMain(args, stdout, stderr)
 	}
@@ -47,9 +51,9 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	case "version":
 		fmt.Fprintln(stdout, "panopticon", version)
 		return 0
-	case "run", "healthcheck":
+	case "run", "healthcheck", "selftest":
 	default:
-		fmt.Fprintf(stderr, "panopticon: unknown command %q (want run, healthcheck, tail or version)\n", cmd)
+		fmt.Fprintf(stderr, "panopticon: unknown command %q (want run, healthcheck, selftest, tail or version)\n", cmd)
 		return 2
 	}
 
@@ -62,6 +66,9 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 
+	if cmd == "selftest" {
+		return selftestMain(cfg, stdout, stderr)
+	}
 	if cmd == "healthcheck" {
 		if err := healthcheck(cfg); err != nil {
 			fmt.Fprintf(stderr, "panopticon: unhealthy: %v\n", err)

@@ -47,13 +47,22 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.ProtoMajor == 2 {
 		ev.Detail["proto"] = "h2"
 	}
+	ev.RequestHeaders = p.headerSnapshot(r.Header) // as the agent sent them: placeholders only
 	defer func() {
+		ev.ResponseHeaders = p.headerSnapshot(w.Header())
 		ev.DurationMS = time.Since(start).Milliseconds()
 		p.emit(*ev)
 	}()
 
 	host, blk := destination(meta, r)
 	ev.Host = host
+	if r.Method == http.MethodConnect {
+		// goproxy would open a raw tunnel to the allowed host and port, out
+		// of sight of the request checks and the secret rules: this is not a
+		// forward proxy. (An h2 extended CONNECT is refused the same way.)
+		blk = &Block{Status: http.StatusMethodNotAllowed, Reason: ReasonConnect,
+			Message: "CONNECT is not supported: connect to the destination directly; panopticon intercepts it"}
+	}
 	wouldBlock := ""
 	if blk == nil {
 		d := p.cfg.Policy.Decide(host, int(meta.dst.Port()))
@@ -204,6 +213,39 @@ func (p *Proxy) refuse(w http.ResponseWriter, ev *flowlog.Event, b *Block) {
 	w.WriteHeader(status)
 	n, _ := io.WriteString(w, body)
 	ev.BytesIn = int64(n)
+}
+
+// Bounds of the header snapshot kept for the dashboard's detail view.
+const (
+	maxSnapshotHeaders = 64
+	maxSnapshotValue   = 512
+)
+
+// headerSnapshot copies h for the dashboard (bounded), with any real secret
+// value replaced by its placeholder: the agent should only hold placeholders,
+// but if it somehow sent a real value, the dashboard must not show it.
+func (p *Proxy) headerSnapshot(h http.Header) map[string][]string {
+	if len(h) == 0 {
+		return nil
+	}
+	out := make(http.Header, min(len(h), maxSnapshotHeaders))
+	for k, vs := range h {
+		if len(out) == maxSnapshotHeaders {
+			break
+		}
+		out[k] = append([]string(nil), vs...)
+	}
+	if p.redactAll != nil {
+		p.redactAll.Header(out) // before truncating: a cut value would no longer be recognised
+	}
+	for _, vs := range out {
+		for i, v := range vs {
+			if len(v) > maxSnapshotValue {
+				vs[i] = v[:maxSnapshotValue] + "…"
+			}
+		}
+	}
+	return out
 }
 
 func oneLine(s string) string {

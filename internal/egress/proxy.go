@@ -121,6 +121,7 @@ const (
 	ReasonUpstreamError = "upstream-error"
 	ReasonUpstreamCert  = "upstream-cert-invalid"
 	ReasonTooManyConns  = "too-many-connections"
+	ReasonConnect       = "connect-refused" // a CONNECT request inside an intercepted connection
 )
 
 // Proxy is the transparent egress proxy.
@@ -133,6 +134,8 @@ type Proxy struct {
 	conns   chan struct{}
 	active  atomic.Int64
 	pinned  sync.Map // host+secrets → *http.Transport enforcing pins
+
+	redactAll *secrets.Redactor // every real value → its placeholder (nil: no secrets)
 }
 
 // New builds a Proxy from cfg.
@@ -159,6 +162,9 @@ func New(cfg Config) *Proxy {
 		cfg.ReadHeaderTimeout = 10 * time.Second
 	}
 	p := &Proxy{cfg: cfg, own: map[uint16]bool{}, conns: make(chan struct{}, cfg.MaxConns)}
+	if cfg.Secrets.Len() > 0 {
+		p.redactAll = cfg.Secrets.Redactor(cfg.Secrets.Names())
+	}
 	for _, port := range cfg.OwnPorts {
 		p.own[uint16(port)] = true
 	}
