@@ -121,7 +121,7 @@ func (s *Server) ingest(e flowlog.Event) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lastID++
-	f := Flow{ID: s.lastID, Event: e}
+	f := Flow{ID: s.lastID, Event: e, RequestHeaders: e.RequestHeaders, ResponseHeaders: e.ResponseHeaders}
 	s.ring.push(f)
 	s.sum.add(e)
 	for c := range s.clients {

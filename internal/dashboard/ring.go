@@ -7,6 +7,10 @@ import "github.com/panopticon-dev/panopticon/internal/flowlog"
 type Flow struct {
 	ID uint64 `json:"id"`
 	flowlog.Event
+	// Headers as the agent sent them and as it received them (placeholders
+	// only, real values redacted); kept in memory, never in the log file.
+	RequestHeaders  map[string][]string `json:"request_headers,omitempty"`
+	ResponseHeaders map[string][]string `json:"response_headers,omitempty"`
 }
 
 // ring keeps the newest flows, at most cap(buf). Not safe for concurrent use.

@@ -97,6 +97,13 @@ type Event struct {
 	Secrets    []string  `json:"secrets,omitempty"`
 	// Detail is free-form extra context (e.g. DNS qtype and answers, the original destination IP).
 	Detail map[string]string `json:"detail,omitempty"`
+
+	// RequestHeaders and ResponseHeaders travel to live subscribers (the
+	// dashboard's detail view) but never into the log file. Doors fill them
+	// with placeholders only: the request as the agent sent it, the response
+	// after redaction.
+	RequestHeaders  map[string][]string `json:"-"`
+	ResponseHeaders map[string][]string `json:"-"`
 }
 
 // Options configure the file writer (lumberjack).

@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -44,6 +45,7 @@ type fakeHost struct {
 	IP        string
 	TLSPorts  []int
 	HTTPPorts []int
+	BadCert   bool // serve a certificate from a CA nobody trusts
 }
 
 var fakeHosts = []fakeHost{
@@ -53,6 +55,7 @@ var fakeHosts = []fakeHost{
 	{Name: "wild.test", IP: "203.0.113.13", TLSPorts: []int{443}},
 	{Name: "xwild.test", IP: "203.0.113.14", TLSPorts: []int{443}}, // must not match *.wild.test
 	{Name: "denied.test", IP: "203.0.113.20", TLSPorts: []int{443}},
+	{Name: "badcert.test", IP: "203.0.113.21", TLSPorts: []int{443}, BadCert: true},
 }
 
 var (
@@ -66,6 +69,11 @@ func dnsRecords() map[string]string {
 		"private.test.": "10.0.0.5",
 		"rebind.test.":  "127.0.0.1",
 		"evil.test.":    AttackerIP,
+		// metadata.test points at the cloud metadata address; flip.test
+		// rebinds between a public and a loopback answer (see FakeDNS).
+		"metadata.test.":  "169.254.169.254",
+		"linklocal.test.": "169.254.10.10",
+		"flip.test.":      "203.0.113.10",
 	}
 	for _, h := range fakeHosts {
 		m[h.Name+"."] = h.IP
@@ -267,6 +275,21 @@ func (u *Upstream) handler(port int, useTLS bool) http.Handler {
 			n -= k
 		}
 	})
+	mux.HandleFunc("/reset", func(w http.ResponseWriter, r *http.Request) {
+		// Promise 1 MB, send 4 KB, then reset the connection mid-body.
+		w.Header().Set("Content-Length", strconv.Itoa(1<<20))
+		w.WriteHeader(http.StatusOK)
+		w.Write(bytes.Repeat([]byte("r"), 4096))
+		w.(http.Flusher).Flush()
+		if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
+				if tcp, ok := tc.NetConn().(*net.TCPConn); ok {
+					tcp.SetLinger(0)
+				}
+			}
+			c.Close()
+		}
+	})
 	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
 		ws, err := wsframe.Accept(w, r)
 		if err != nil {
@@ -356,10 +379,15 @@ func (a *Attacker) serveICMP(pc *icmp.PacketConn, proto int) {
 
 // ---- DNS ----
 
-// FakeDNS answers from dnsRecords and records every question.
+// FakeDNS answers from dnsRecords and records every question. Faults: Down
+// drops every query unanswered, Delay holds each answer back. flip.test
+// answers its public address and 127.0.0.1 in turn (every other A query).
 type FakeDNS struct {
 	recorder
-	Addr string
+	Addr  string
+	Down  atomic.Bool
+	Delay atomic.Int64 // nanoseconds
+	flips atomic.Int64
 }
 
 func (d *FakeDNS) String() string { return "DNS server " + d.Addr }
@@ -386,13 +414,24 @@ func (d *FakeDNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	q := req.Question[0]
 	d.add("%s %s %s from %s", w.LocalAddr().Network(), q.Name, dns.TypeToString[q.Qtype], w.RemoteAddr())
+	if d.Down.Load() {
+		return
+	}
+	time.Sleep(time.Duration(d.Delay.Load()))
 	ip, ok := dnsRecords()[dns.CanonicalName(q.Name)]
+	ttl := uint32(30)
+	if dns.CanonicalName(q.Name) == "flip.test." && q.Qtype == dns.TypeA {
+		ttl = 0
+		if d.flips.Add(1)%2 == 0 {
+			ip = "127.0.0.1"
+		}
+	}
 	switch {
 	case !ok:
 		resp.Rcode = dns.RcodeNameError
 	case q.Qtype == dns.TypeA:
 		resp.Answer = append(resp.Answer, &dns.A{
-			Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 30},
+			Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: ttl},
 			A:   net.ParseIP(ip).To4(),
 		})
 	}

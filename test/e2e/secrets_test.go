@@ -57,6 +57,7 @@ func TestSecrets(t *testing.T) {
 		"PLACEHOLDER_SECRET_VALUE_PINNEDBAD="+realPinnedBad,
 		"PLACEHOLDER_SECRET_DOMAINS_PINNEDBAD=wild.test",
 		"PLACEHOLDER_SECRET_PINS_PINNEDBAD=sha256/"+base64.StdEncoding.EncodeToString(wrongPin[:]),
+		"DASHBOARD_TOKEN="+dashToken,
 	)
 	p.start(t)
 	app := tb.App(t)
@@ -190,6 +191,21 @@ func TestSecrets(t *testing.T) {
 		}
 		if !found {
 			t.Errorf("no flow event lists %s in secrets", phTest)
+		}
+	})
+
+	t.Run("the dashboard shows headers with placeholders only", func(t *testing.T) {
+		r := tb.Outside(t, dashURL+"/api/flows", bearerArgs(dashToken)...)
+		if r.Status != 200 {
+			t.Fatalf("dashboard flows: %s", r)
+		}
+		if !strings.Contains(r.Body, "Bearer "+phTest) {
+			t.Errorf("the request headers with the placeholder are not shown")
+		}
+		for _, v := range []string{realTest, realPinnedOK, realPinnedBad} {
+			if strings.Contains(r.Body, v) {
+				t.Errorf("the dashboard API hands out a real secret value")
+			}
 		}
 	})
 

@@ -47,6 +47,7 @@ type Testbed struct {
 	DirectDNS      *FakeDNS // 203.0.113.53:53, an outside resolver
 
 	appCAFile string // what the app trusts: the upstream CA, or panopticon's bundle once started
+	wire      *Wire  // set by StartWire; then part of every Mark
 	closers   []func()
 }
 
@@ -222,7 +223,13 @@ func (tb *Testbed) startFakeInternet() error {
 		for _, h := range fakeHosts {
 			u := &Upstream{Name: h.Name, IP: h.IP}
 			tb.Hosts[h.Name] = u
-			cert, err := ca.leaf(h.Name, net.ParseIP(h.IP))
+			signer := ca
+			if h.BadCert {
+				if signer, err = newTestCA(); err != nil {
+					return err
+				}
+			}
+			cert, err := signer.leaf(h.Name, net.ParseIP(h.IP))
 			if err != nil {
 				return err
 			}
@@ -337,6 +344,9 @@ func (tb *Testbed) Mark() Marks {
 
 func (tb *Testbed) watched() []Watched {
 	ws := []Watched{tb.Attacker, tb.DNS, tb.DirectDNS}
+	if tb.wire != nil {
+		ws = append(ws, tb.wire)
+	}
 	for _, h := range tb.Hosts {
 		ws = append(ws, h)
 	}

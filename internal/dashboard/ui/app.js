@@ -155,6 +155,14 @@ function showDetails(f) {
   add("bytes in", f.bytes_in); add("bytes out", f.bytes_out); add("duration", f.duration_ms + " ms");
   add("secrets", (f.secrets || []).join(", "));
   for (const [k, v] of Object.entries(f.detail || {})) add(k, v);
+  const headers = (title, h) => {
+    const names = Object.keys(h || {}).sort();
+    if (!names.length) return;
+    rows.push(el("dt", { text: title, class: "section" }), el("dd", { text: "" }));
+    for (const n of names) for (const v of h[n]) add(n, v);
+  };
+  headers("request headers", f.request_headers);
+  headers("response headers", f.response_headers);
   dl.replaceChildren(...rows);
   $("#details").classList.remove("hidden");
   for (const tr of document.querySelectorAll("#flows tbody tr")) tr.classList.toggle("selected", tr.dataset.id === String(f.id));

@@ -15,6 +15,20 @@
 //	agent keepalive https://HOST/PATH HOST2  two requests on one TLS connection,
 //	                                     the second with Host: HOST2
 //	agent id                             print uid and gid
+//	agent caps                           print the effective capability mask
+//
+// Attacks (agent_attacks.go):
+//
+//	agent setmark HOST:PORT MARK         SO_MARK a TCP socket, connect, read the banner
+//	agent rawip HOST PORT                an IPv4/IPv6 UDP datagram through a raw socket
+//	agent rawicmp HOST                   an ICMP echo through a raw socket
+//	agent packet IFACE HOST PORT         an IPv4 UDP frame through an AF_PACKET socket
+//	agent tcpscan HOST PORTS...          connect to each port; Got lists those that answered
+//	agent udpscan HOST PORTS...          one datagram to each port; Got lists replies
+//	agent raw HOST:PORT SNI|-|none REQ   send REQ verbatim, over TLS with SNI (- = plain, none = no SNI)
+//	agent split HOST:PORT SNI PATH       TLS whose ClientHello is written one byte per segment
+//	agent h2 URL AUTHORITY               one HTTP/2 GET with :authority AUTHORITY
+//	agent hold ADDR N SECONDS            open N idle connections, hold them, report how many opened
 //
 // TLS trusts SSL_CERT_FILE (Go's system roots honour it).
 package main
@@ -96,7 +110,10 @@ func main() {
 	case "id":
 		r = Result{OK: true, Got: fmt.Sprintf("uid=%d gid=%d", os.Getuid(), os.Getgid())}
 	default:
-		usage()
+		var ok bool
+		if r, ok = attack(os.Args[1], args); !ok {
+			usage()
+		}
 	}
 	r.MS = time.Since(start).Milliseconds()
 	json.NewEncoder(os.Stdout).Encode(r)
