@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	miekg "github.com/miekg/dns"
@@ -86,6 +87,7 @@ const (
 	DetailTransport = "transport" // "udp" or "tcp", as the client asked
 	DetailUpstream  = "upstream"  // transport that produced the answer, when it differs ("tcp" after TC)
 	DetailError     = "error"     // why the upstream exchange failed
+	DetailCache     = "cache"     // "hit" when the answer came from the cache
 	DetailPrivate   = "private"   // the address that tripped the rebinding guard
 )
 
@@ -106,10 +108,28 @@ type Server struct {
 	// would-block (MODE=audit). Private answers are refused in every mode.
 	Audit bool
 
+	// CacheSize bounds the answer cache (entries); 0 means DefaultCacheSize,
+	// negative disables it. Answers are kept for their TTL, at most MaxCacheTTL.
+	CacheSize int
+
 	Timeout     time.Duration // per query, upstream retries included; default DefaultTimeout
 	MaxInFlight int           // concurrent upstream exchanges; default DefaultMaxInFlight
 
 	inflight chan struct{} // set by Listen (or lazily, see slots)
+
+	cacheOnce sync.Once
+	cache     *answerCache
+}
+
+func (s *Server) answers() *answerCache {
+	s.cacheOnce.Do(func() {
+		size := s.CacheSize
+		if size == 0 {
+			size = DefaultCacheSize
+		}
+		s.cache = newAnswerCache(size)
+	})
+	return s.cache
 }
 
 // ServeDNS answers one query. It implements miekg.Handler, never panics on
@@ -199,18 +219,29 @@ func (s *Server) answer(r *miekg.Msg, tcp bool, ev *flowlog.Event) *miekg.Msg {
 		return errorReply(r, miekg.RcodeNotImplemented, opt)
 	}
 
-	release, ok := s.acquire()
-	if !ok {
-		ev.Detail[DetailError] = ReasonOverloaded
-		return errorReply(r, miekg.RcodeServerFailure, opt)
-	}
-	defer release()
-
-	resp, err := s.forward(q, opt, tcp, ev)
-	if err != nil {
-		ev.Detail[DetailError] = err.Error()
-		s.logger().Warn("dns: upstream exchange failed", "host", ev.Host, "qtype", ev.Detail[DetailQType], "upstream", s.Upstream, "error", err)
-		return errorReply(r, miekg.RcodeServerFailure, opt)
+	// The policy was asked above, so a cached answer never outlives a reload
+	// that denies the name; cached answers pass the rebinding check again below.
+	key := cacheKey{name: miekg.CanonicalName(q.Name), qtype: q.Qtype, qclass: q.Qclass, do: opt != nil && opt.Do()}
+	resp := s.answers().get(key, time.Now())
+	if resp != nil {
+		ev.Detail[DetailCache] = "hit"
+	} else {
+		release, ok := s.acquire()
+		if !ok {
+			ev.Detail[DetailError] = ReasonOverloaded
+			return errorReply(r, miekg.RcodeServerFailure, opt)
+		}
+		var err error
+		resp, err = s.forward(q, opt, tcp, ev)
+		release()
+		if err != nil {
+			ev.Detail[DetailError] = err.Error()
+			s.logger().Warn("dns: upstream exchange failed", "host", ev.Host, "qtype", ev.Detail[DetailQType], "upstream", s.Upstream, "error", err)
+			return errorReply(r, miekg.RcodeServerFailure, opt)
+		}
+		if _, private := s.privateAddress(resp); !private {
+			s.answers().put(key, resp, time.Now())
+		}
 	}
 
 	logAnswers(resp, ev)

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -363,6 +364,35 @@ func (r *recorder) Write(b []byte) (int, error) {
 		f.Flush()
 	}
 	return n, err
+}
+
+// copyBufs are the buffers ReadFrom copies response bodies with: without it,
+// io.Copy would allocate a fresh 32 KiB buffer for every response.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// ReadFrom copies src to the app through Write (so counting and flushing
+// stay the same) with a pooled buffer.
+func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	var total int64
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			w, werr := r.Write(buf[:n])
+			total += int64(w)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
 }
 
 func (r *recorder) Flush() {
