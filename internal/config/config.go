@@ -388,14 +388,40 @@ func (c Config) ResolveUpstreamDNS(resolvConf string) (string, error) {
 		return "", fmt.Errorf("UPSTREAM_DNS is unset and %s cannot be read: %w", resolvConf, err)
 	}
 	defer f.Close()
+	var first netip.Addr
+	var external []string
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) >= 2 && fields[0] == "nameserver" {
+		line := sc.Text()
+		fields := strings.Fields(line)
+		if len(fields) >= 2 && fields[0] == "nameserver" && !first.IsValid() {
 			if a, err := netip.ParseAddr(fields[1]); err == nil {
+				first = a
+			}
+		}
+		if rest, ok := strings.CutPrefix(line, "# ExtServers:"); ok {
+			external = strings.Fields(strings.Trim(strings.TrimSpace(rest), "[]"))
+		}
+	}
+	if !first.IsValid() {
+		return "", fmt.Errorf("UPSTREAM_DNS is unset and %s names no nameserver; set UPSTREAM_DNS", resolvConf)
+	}
+	if first == dockerResolver {
+		// Docker's embedded resolver forwards from *this* namespace (unless
+		// the host's resolver is on loopback, written "host(…)"): its
+		// queries would be redirected back to our DNS door and loop. Ask
+		// the servers it forwards to instead.
+		for _, e := range external {
+			if a, err := netip.ParseAddr(e); err == nil {
 				return net.JoinHostPort(a.String(), "53"), nil
+			}
+			if ap, err := netip.ParseAddrPort(e); err == nil {
+				return ap.String(), nil
 			}
 		}
 	}
-	return "", fmt.Errorf("UPSTREAM_DNS is unset and %s names no nameserver; set UPSTREAM_DNS", resolvConf)
+	return net.JoinHostPort(first.String(), "53"), nil
 }
+
+// dockerResolver is the embedded DNS server Docker puts in containers' resolv.conf.
+var dockerResolver = netip.MustParseAddr("127.0.0.11")

@@ -101,3 +101,25 @@ func TestUpstreamDNSFallsBackToResolvConf(t *testing.T) {
 		t.Fatalf("no nameserver: err = %v", err)
 	}
 }
+
+func TestUpstreamDNSBehindDockersEmbeddedResolver(t *testing.T) {
+	cases := []struct {
+		name, conf, want string
+	}{
+		{"forwarding from the container namespace: ask the external server", "nameserver 127.0.0.11\noptions ndots:0\n# ExtServers: [192.0.2.53 198.51.100.53]\n", "192.0.2.53:53"},
+		{"host loopback resolver: Docker forwards from the host, no loop", "nameserver 127.0.0.11\n# ExtServers: [host(127.0.0.53)]\n", "127.0.0.11:53"},
+		{"no ExtServers line", "nameserver 127.0.0.11\n", "127.0.0.11:53"},
+		{"not Docker", "nameserver 198.51.100.1\n# ExtServers: [192.0.2.53]\n", "198.51.100.1:53"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rc := filepath.Join(t.TempDir(), "resolv.conf")
+			os.WriteFile(rc, []byte(tc.conf), 0o644)
+			c, _ := FromMap(nil)
+			got, err := c.ResolveUpstreamDNS(rc)
+			if err != nil || got != tc.want {
+				t.Fatalf("got %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}

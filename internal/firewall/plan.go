@@ -61,6 +61,9 @@ func ConntrackZone(mark uint32) int {
 	return 1
 }
 
+// dockerResolver is Docker's embedded DNS server inside a container's namespace.
+const dockerResolver = "127.0.0.11/32"
+
 // Spec is what the firewall needs to know about panopticon.
 type Spec struct {
 	ProxyUID        int            // uid panopticon runs as after the privilege drop
@@ -185,6 +188,15 @@ func BuildPlan(s Spec, f Family) Plan {
 		dash := []string{"-p", "tcp", "--dport", itoa(s.DashboardPort)}
 		add("filter", ChainOut, cat(dash, self, []string{"-j", "ACCEPT"})...)
 		add("filter", ChainOut, cat(dash, []string{"-j", "REJECT", "--reject-with", "tcp-reset"})...)
+	}
+	if !v6 {
+		// Docker's embedded resolver listens on 127.0.0.11 at a random port
+		// (its nat rule maps :53 there, after ours). Queries to :53 are
+		// redirected to us before they get there, but the app can read the
+		// real port from /proc/net/udp and ask it directly; it would resolve
+		// any name. Only panopticon may talk to it.
+		add("filter", ChainOut, cat([]string{"-d", dockerResolver}, self, []string{"-j", "ACCEPT"})...)
+		add("filter", ChainOut, "-d", dockerResolver, "-j", "REJECT", "--reject-with", "icmp-port-unreachable")
 	}
 	add("filter", ChainOut, "-o", "lo", "-j", "ACCEPT")
 	// A packet REDIRECTed by nat OUTPUT is still seen here with its
