@@ -137,6 +137,7 @@ func run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error
 		Dir: cfg.LogDir, MaxSizeMB: cfg.LogMaxSizeMB, MaxBackups: cfg.LogMaxBackups,
 		MaxAgeDays: cfg.LogMaxAgeDays, Compress: cfg.LogCompress,
 		StdoutJSON: cfg.FlowStdout == "json",
+		Redact:     redactAll(secretTable),
 	}, flowStdout)
 	if err != nil {
 		return fail("LOG_DIR: %w", err)
@@ -223,6 +224,10 @@ func run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error
 		LeakGuard: cfg.LeakGuard,
 	})
 
+	// A listener that fails stops everything (and the process exits, so a
+	// restart policy can act) instead of leaving the others serving alone.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, 3+len(services))
 	start := func(name string, f func() error) {
@@ -261,11 +266,21 @@ func run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error
 		logger.Info("shutting down; the firewall stays in place (fail closed)")
 	case err := <-errc:
 		logger.Error("a listener failed; shutting down", "err", err)
+		cancel()
 		wg.Wait()
 		return err
 	}
 	wg.Wait()
 	return nil
+}
+
+// redactAll replaces every real secret value with its placeholder (nil when
+// there are no secrets, so events cost nothing extra).
+func redactAll(t *secrets.Table) func(string) string {
+	if t.Len() == 0 {
+		return nil
+	}
+	return t.Redactor(t.Names()).String
 }
 
 // readyFile names, in CA_EXPORT_DIR, the network namespace whose firewall is

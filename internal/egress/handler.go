@@ -83,6 +83,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	// Connect to (and bind secrets to) the normalised name the policy
+	// matched, never to another spelling of it.
+	if n, err := policy.NormalizeHost(host); err == nil {
+		host = n
+		ev.Host = n
+	}
 	flow := &Flow{Host: host, Port: int(meta.dst.Port()), TLS: meta.tls, Event: ev}
 	scheme := "http"
 	if meta.tls {
@@ -277,7 +283,16 @@ func (p *Proxy) onResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Res
 		if flow != nil {
 			flow.upstreamErr = err
 		}
-		return errorResponse(ctx.Req, err)
+		resp := errorResponse(ctx.Req, err)
+		if p.redactAll != nil {
+			// The error text may quote what the upstream sent.
+			body, _ := io.ReadAll(resp.Body)
+			red := p.redactAll.String(string(body))
+			resp.Body = io.NopCloser(strings.NewReader(red))
+			resp.ContentLength = int64(len(red))
+			resp.Header.Set("Content-Length", strconv.Itoa(len(red)))
+		}
+		return resp
 	}
 	if flow != nil {
 		p.redactResponse(resp, flow)

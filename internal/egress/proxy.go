@@ -33,6 +33,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/elazarl/goproxy"
@@ -126,14 +127,15 @@ const (
 
 // Proxy is the transparent egress proxy.
 type Proxy struct {
-	cfg     Config
-	gp      *goproxy.ProxyHttpServer
-	srv     *http.Server
-	tlsConf *tls.Config
-	own     map[uint16]bool
-	conns   chan struct{}
-	active  atomic.Int64
-	pinned  sync.Map // host+secrets → *http.Transport enforcing pins
+	cfg      Config
+	gp       *goproxy.ProxyHttpServer
+	srv      *http.Server
+	tlsConf  *tls.Config
+	own      map[uint16]bool
+	conns    chan struct{}
+	active   atomic.Int64
+	pinnedMu sync.Mutex
+	pinned   map[string]*http.Transport // host+secrets → transport enforcing pins
 
 	redactAll *secrets.Redactor // every real value → its placeholder (nil: no secrets)
 }
@@ -161,7 +163,7 @@ func New(cfg Config) *Proxy {
 	if cfg.ReadHeaderTimeout == 0 {
 		cfg.ReadHeaderTimeout = 10 * time.Second
 	}
-	p := &Proxy{cfg: cfg, own: map[uint16]bool{}, conns: make(chan struct{}, cfg.MaxConns)}
+	p := &Proxy{cfg: cfg, own: map[uint16]bool{}, conns: make(chan struct{}, cfg.MaxConns), pinned: map[string]*http.Transport{}}
 	if cfg.Secrets.Len() > 0 {
 		p.redactAll = cfg.Secrets.Redactor(cfg.Secrets.Names())
 	}
@@ -217,8 +219,12 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 				return nil
 			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) ||
+				errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS) {
+				// Out of descriptors or a client gone before accept: back off
+				// and keep serving, as net/http does.
+				p.cfg.Logger.Warn("egress accept failed; retrying", "err", err)
+				time.Sleep(50 * time.Millisecond)
 				continue
 			}
 			return fmt.Errorf("accepting on %s: %w", ln.Addr(), err)

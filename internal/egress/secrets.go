@@ -93,25 +93,48 @@ func (p *Proxy) redactResponse(resp *http.Response, f *Flow) {
 	if st == nil {
 		return
 	}
-	names := st.rw.Used()
+	// Every secret this host may receive, not only those swapped into this
+	// request: a value stored by an earlier request (a file upload, a gist)
+	// can come back in a later response that carried no placeholder.
+	names := st.authorised
+	if len(names) == 0 {
+		return
+	}
+	red := p.cfg.Secrets.Redactor(names)
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		names = st.authorised // later WebSocket messages may carry any of them
-		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && len(names) > 0 {
-			red := p.cfg.Secrets.Redactor(names)
+		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok {
 			resp.Body = &redactedConn{r: red.WebSocket(rwc), ReadWriteCloser: rwc}
 		}
 		return
 	}
-	if len(names) == 0 {
-		return
-	}
-	decoded, err := p.cfg.Secrets.Redactor(names).Response(resp)
+	decoded, err := red.Response(resp)
 	if err != nil {
 		p.cfg.Logger.Warn("redacting a response failed", "host", f.Host, "err", err)
 	}
 	if !decoded {
 		f.Event.Detail["redaction"] = "skipped: content-encoding " + resp.Header.Get("Content-Encoding")
 	}
+	if resp.Body != nil && resp.Body != http.NoBody && (resp.Trailer != nil || resp.ProtoMajor == 2) {
+		// Trailers arrive with the end of the body; redact them before
+		// goproxy copies them to the app.
+		resp.Body = &trailerRedactor{ReadCloser: resp.Body, resp: resp, red: red}
+	}
+}
+
+// trailerRedactor redacts resp.Trailer when the body reaches its end (the
+// transport fills the trailers just before it reports EOF).
+type trailerRedactor struct {
+	io.ReadCloser
+	resp *http.Response
+	red  *secrets.Redactor
+}
+
+func (t *trailerRedactor) Read(b []byte) (int, error) {
+	n, err := t.ReadCloser.Read(b)
+	if err == io.EOF && len(t.resp.Trailer) > 0 {
+		t.red.Header(t.resp.Trailer)
+	}
+	return n, err
 }
 
 type redactedConn struct {
@@ -175,10 +198,19 @@ func (e *pinError) Error() string {
 
 // pinnedTransport returns (and caches) a transport for host that completes a
 // TLS handshake only when the verified chain satisfies every pinned secret.
-func (p *Proxy) pinnedTransport(host string, pinned []string) http.RoundTripper {
+func (p *Proxy) pinnedTransport(host string, pinned []string) *http.Transport {
 	key := host + "\x00" + strings.Join(pinned, ",")
-	if tr, ok := p.pinned.Load(key); ok {
-		return tr.(http.RoundTripper)
+	p.pinnedMu.Lock()
+	defer p.pinnedMu.Unlock()
+	if tr, ok := p.pinned[key]; ok {
+		return tr
+	}
+	if len(p.pinned) >= maxPinnedTransports {
+		// Wildcard domains let the agent name endless hosts: stay bounded.
+		for _, old := range p.pinned {
+			old.CloseIdleConnections()
+		}
+		clear(p.pinned)
 	}
 	tr := p.cfg.Transport.Clone()
 	tr.TLSClientConfig = tr.TLSClientConfig.Clone()
@@ -192,9 +224,12 @@ func (p *Proxy) pinnedTransport(host string, pinned []string) http.RoundTripper 
 		}
 		return nil
 	}
-	actual, _ := p.pinned.LoadOrStore(key, tr)
-	return actual.(http.RoundTripper)
+	p.pinned[key] = tr
+	return tr
 }
+
+// maxPinnedTransports bounds the transports kept for pinned secrets.
+const maxPinnedTransports = 256
 
 // suspectedLeaks names well-known credential formats in the request target,
 // header values and (when small enough to hold) the body.

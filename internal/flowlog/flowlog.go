@@ -114,6 +114,10 @@ type Options struct {
 	MaxAgeDays int    // delete rotated files older than this (0: keep)
 	Compress   bool   // gzip rotated files
 
+	// Redact, when set, replaces real secret values in the free-text fields
+	// (host, path, reason, detail) of every event before it goes anywhere.
+	Redact func(string) string
+
 	// StdoutJSON writes the JSON line (as in the file) to stdout instead of
 	// the readable line — for a cluster's log collector.
 	StdoutJSON bool
@@ -132,6 +136,7 @@ type Log struct {
 	path       string
 	stdout     io.Writer
 	stdoutJSON bool
+	redact     func(string) string
 	onError    func(error)
 	now        func() time.Time
 
@@ -178,7 +183,7 @@ func New(opts Options, stdout io.Writer) (*Log, error) {
 
 // newLog wires a Log around any file writer.
 func newLog(path string, file io.WriteCloser, stdout io.Writer, opts Options) *Log {
-	l := &Log{path: path, file: file, stdout: stdout, stdoutJSON: opts.StdoutJSON, onError: opts.OnError, now: opts.Now}
+	l := &Log{path: path, file: file, stdout: stdout, stdoutJSON: opts.StdoutJSON, redact: opts.Redact, onError: opts.OnError, now: opts.Now}
 	if l.onError == nil {
 		l.onError = func(err error) { slog.Error("flow log write failed", "err", err) }
 	}
@@ -220,6 +225,14 @@ func (l *Log) Emit(e Event) {
 	// Subscribers share e; keep the caller's later changes out of it.
 	e.Secrets = slices.Clone(e.Secrets)
 	e.Detail = maps.Clone(e.Detail)
+	if l.redact != nil {
+		// Agent- and upstream-controlled text: a real secret value must not
+		// reach the file, stdout, the dashboard or a webhook through it.
+		e.Host, e.Path, e.Reason = l.redact(e.Host), l.redact(e.Path), l.redact(e.Reason)
+		for k, v := range e.Detail {
+			e.Detail[k] = l.redact(v)
+		}
+	}
 
 	line, encErr := encode(e)
 

@@ -467,3 +467,31 @@ func TestSubscribeCancelWhileEmitting(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+func TestRedactCleansFreeTextBeforeAnyoneSeesIt(t *testing.T) {
+	const real = "sk-test-FAKE-redact-me"
+	dir := t.TempDir()
+	redact := func(s string) string { return strings.ReplaceAll(s, real, "PLACEHOLDER_SECRET_VALUE_X") }
+	l := newLog(t, flowlog.Options{Dir: dir, Redact: redact})
+	ch, cancel := l.Subscribe(1)
+	defer cancel()
+	l.Emit(flowlog.Event{Kind: flowlog.KindEgress, Decision: flowlog.Block, Reason: "secret-leak " + real,
+		Host: real + ".evil.test", Path: "/?k=" + real, Detail: map[string]string{"error": "echo " + real}})
+	live := <-ch
+	for _, s := range []string{live.Host, live.Path, live.Reason, live.Detail["error"]} {
+		if strings.Contains(s, real) {
+			t.Errorf("subscriber got a real value: %q", s)
+		}
+	}
+	l.Close()
+	data, err := os.ReadFile(filepath.Join(dir, flowlog.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(data), real) {
+		t.Fatalf("the log file holds a real value: %s", data)
+	}
+	if !strings.Contains(string(data), "PLACEHOLDER_SECRET_VALUE_X") {
+		t.Fatalf("the placeholder is missing: %s", data)
+	}
+}

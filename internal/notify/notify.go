@@ -36,6 +36,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -231,18 +232,25 @@ func Text(e flowlog.Event) string {
 	if e.Port != 0 {
 		dest = net.JoinHostPort(dest, strconv.Itoa(e.Port))
 	}
-	s := fmt.Sprintf("panopticon blocked %s to %s (%s)", e.Kind, dest, e.Reason)
+	s := fmt.Sprintf("panopticon blocked %s to %s (%s)", e.Kind, code(dest), e.Reason)
 	if e.Kind == flowlog.KindInbound {
-		s = fmt.Sprintf("panopticon blocked inbound %s from %s (%s)", dest, e.Client, e.Reason)
+		s = fmt.Sprintf("panopticon blocked inbound %s from %s (%s)", code(dest), code(e.Client), e.Reason)
 	}
 	if e.Method != "" || e.Path != "" {
 		path := e.Path
 		if len(path) > 200 {
 			path = path[:200] + "…"
 		}
-		s += ": " + e.Method + " " + path
+		s += ": " + code(e.Method+" "+path)
 	}
 	return s
+}
+
+// code renders agent-controlled text inert in Slack/Discord-style markup: a
+// code span (no links, no mentions, no formatting), with the characters Slack
+// asks to escape escaped and backticks, which would end the span, replaced.
+func code(s string) string {
+	return "`" + strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", "`", "'").Replace(s) + "`"
 }
 
 // Sign returns the signature header value for body under secret.

@@ -247,7 +247,7 @@ func TestDeadReceiverDoesNotSlowEmit(t *testing.T) {
 
 func TestText(t *testing.T) {
 	got := Text(block("evil.test", "not-allowlisted"))
-	want := "panopticon blocked egress to evil.test:443 (not-allowlisted): POST /upload"
+	want := "panopticon blocked egress to `evil.test:443` (not-allowlisted): `POST /upload`"
 	if got != want {
 		t.Errorf("Text = %q, want %q", got, want)
 	}
@@ -261,5 +261,19 @@ func TestErrorsDoNotCarryTheURL(t *testing.T) {
 	}
 	if s := err.Error(); strings.Contains(s, "XXXXsecretXXXX") {
 		t.Errorf("error %q carries the webhook URL", s)
+	}
+}
+
+func TestTextKeepsAgentControlledPartsInert(t *testing.T) {
+	e := flowlog.Event{Kind: flowlog.KindEgress, Host: "evil.test", Port: 443, Reason: "not-allowlisted",
+		Method: "GET", Path: "/<https://evil.example/?d=DATA|Approve>`@channel`"}
+	got := Text(e)
+	for _, bad := range []string{"<https://", "|Approve>", "`@channel`"} {
+		if strings.Contains(got, bad) {
+			t.Errorf("text %q keeps %q active", got, bad)
+		}
+	}
+	if !strings.Contains(got, "&lt;https://evil.example/?d=DATA|Approve&gt;") {
+		t.Errorf("text %q does not show the escaped path", got)
 	}
 }

@@ -182,6 +182,9 @@ type Upstream struct {
 	recorder
 	Name string
 	IP   string
+
+	storeMu sync.Mutex
+	stored  []byte // the last body POSTed to /store, served back by /stored
 }
 
 func (u *Upstream) String() string { return u.Name + " (" + u.IP + ")" }
@@ -243,6 +246,18 @@ func (u *Upstream) handler(port int, useTLS bool) http.Handler {
 			"method": r.Method, "host": r.Host, "path": r.URL.Path, "query": r.URL.RawQuery,
 			"header": r.Header, "body": string(body), "served_by": u.Name,
 		})
+	})
+	mux.HandleFunc("/store", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		u.storeMu.Lock()
+		u.stored = body
+		u.storeMu.Unlock()
+		fmt.Fprint(w, "stored")
+	})
+	mux.HandleFunc("/stored", func(w http.ResponseWriter, r *http.Request) {
+		u.storeMu.Lock()
+		defer u.storeMu.Unlock()
+		w.Write(u.stored)
 	})
 	mux.HandleFunc("/sse", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")

@@ -129,6 +129,16 @@ func TestSecrets(t *testing.T) {
 		}
 	})
 
+	t.Run("a value stored by one request does not come back in a later one", func(t *testing.T) {
+		if r := app.Curl("https://allowed.test/store", "--data-binary", "note: "+phTest); !r.Is(200) {
+			t.Fatalf("store: %s", r)
+		}
+		r := app.Curl("https://allowed.test/stored") // no placeholder in this request
+		if !r.Is(200) || strings.Contains(r.Stdout, realTest) || !strings.Contains(r.Body, phTest) {
+			t.Fatalf("read back: %s", r)
+		}
+	})
+
 	t.Run("a placeholder for an allowlisted but unauthorised host is refused and nothing is sent", func(t *testing.T) {
 		m := tb.Mark()
 		r := app.Curl("https://api.wild.test/echo", "-H", "Authorization: Bearer "+phTest)
