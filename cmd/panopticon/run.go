@@ -49,13 +49,14 @@ func ipv6Available() bool {
 
 func firewallSpec(cfg config.Config) firewall.Spec {
 	return firewall.Spec{
-		ProxyUID:        cfg.ProxyUID,
-		Mark:            proxyMark,
-		TransparentPort: cfg.TransparentPort,
-		DNSPort:         cfg.DNSPort,
-		InboundPorts:    []int{cfg.InboundHTTPSPort, cfg.InboundWSSPort, cfg.DashboardPort},
-		InboundAllow:    cfg.InboundAllowCIDRs,
-		DashboardPort:   cfg.DashboardPort,
+		ProxyUID:           cfg.ProxyUID,
+		Mark:               proxyMark,
+		TransparentPort:    cfg.TransparentPort,
+		DNSPort:            cfg.DNSPort,
+		InboundPorts:       []int{cfg.InboundHTTPSPort, cfg.InboundWSSPort, cfg.DashboardPort},
+		InboundAllow:       cfg.InboundAllowCIDRs,
+		DashboardPort:      cfg.DashboardPort,
+		DashboardLocalUIDs: cfg.DashboardLocalUIDs,
 	}
 }
 

@@ -66,6 +66,7 @@ type Config struct {
 	Mode                string // enforce | audit
 	LeakGuard           string // log | block | off
 	DashboardToken      string
+	DashboardLocalUIDs  []int
 	StateDir            string
 	FlowBuffer          int
 	WebhookURL          string
@@ -116,6 +117,7 @@ var Vars = []Var{
 	{"MODE", "enforce", "enforce, or audit: let through what the allowlist would block and log it as would-block"},
 	{"LEAK_GUARD", "log", "well-known credential formats in requests: log, block or off"},
 	{"DASHBOARD_TOKEN", "", "token for the dashboard and its API (default: generated and printed at start-up)"},
+	{"DASHBOARD_LOCAL_UIDS", "", "uids that may also reach the dashboard from inside the namespace, comma separated (e.g. 0 for kubectl port-forward; only where the app cannot run as them)"},
 	{"STATE_DIR", "/var/lib/panopticon/state", "runtime allowlist and other state"},
 	{"FLOW_BUFFER", "1000", "recent flows the dashboard keeps in memory"},
 	{"WEBHOOK_URL", "", "receives a JSON POST for each block"},
@@ -215,6 +217,14 @@ func FromMap(vars map[string]string) (Config, error) {
 		WebhookURL:          get("WEBHOOK_URL"),
 		WebhookSecret:       get("WEBHOOK_SECRET"),
 		WebhookDedupSeconds: num("WEBHOOK_DEDUP_SECONDS"),
+	}
+	for _, s := range splitList(get("DASHBOARD_LOCAL_UIDS")) {
+		uid, err := strconv.Atoi(s)
+		if err != nil || uid < 0 {
+			errs = append(errs, fmt.Errorf("DASHBOARD_LOCAL_UIDS: %q is not a uid", s))
+			continue
+		}
+		c.DashboardLocalUIDs = append(c.DashboardLocalUIDs, uid)
 	}
 	for _, s := range splitList(get("INBOUND_ALLOW_CIDRS")) {
 		p, err := parsePrefix(s)

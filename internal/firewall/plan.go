@@ -73,6 +73,11 @@ type Spec struct {
 	InboundPorts    []int          // TCP ports open to the outside
 	InboundAllow    []netip.Prefix // sources allowed on InboundPorts; empty = everyone
 	DashboardPort   int            // 0 = none; over loopback only uid+mark may connect
+	// DashboardLocalUIDs may also reach the dashboard from inside the
+	// namespace (e.g. 0 for kubectl port-forward, which the container
+	// runtime dials from inside the pod). Opt-in: only where the app cannot
+	// run as one of these uids.
+	DashboardLocalUIDs []int
 }
 
 // Validate reports the first setting that would make the rules wrong or
@@ -187,6 +192,9 @@ func BuildPlan(s Spec, f Family) Plan {
 		// local connection (or one of ours, redirected anyway) can carry it.
 		dash := []string{"-p", "tcp", "--dport", itoa(s.DashboardPort)}
 		add("filter", ChainOut, cat(dash, self, []string{"-j", "ACCEPT"})...)
+		for _, uid := range s.DashboardLocalUIDs {
+			add("filter", ChainOut, cat(dash, []string{"-m", "owner", "--uid-owner", itoa(uid), "-j", "ACCEPT"})...)
+		}
 		add("filter", ChainOut, cat(dash, []string{"-j", "REJECT", "--reject-with", "tcp-reset"})...)
 	}
 	if !v6 {

@@ -158,3 +158,19 @@ func chainArgs(p Plan, table, chain string) []string {
 func indexOf(rules []string, substr string) int {
 	return slices.IndexFunc(rules, func(r string) bool { return strings.Contains(r, substr) })
 }
+
+func TestDashboardLocalUIDsAreAcceptedBeforeTheReject(t *testing.T) {
+	s := testSpec()
+	s.DashboardLocalUIDs = []int{0}
+	for _, fam := range []Family{IPv4, IPv6} {
+		rules := chainArgs(BuildPlan(s, fam), "filter", ChainOut)
+		allow := indexOf(rules, "--dport 8081 -m owner --uid-owner 0 -j ACCEPT")
+		reject := indexOf(rules, "--dport 8081 -j REJECT")
+		if allow < 0 || reject < 0 || allow > reject {
+			t.Fatalf("%s: uid 0 accept at %d, reject at %d:\n%s", fam, allow, reject, strings.Join(rules, "\n"))
+		}
+	}
+	if idx := indexOf(chainArgs(BuildPlan(testSpec(), IPv4), "filter", ChainOut), "--uid-owner 0"); idx >= 0 {
+		t.Fatal("uid 0 is let through without DashboardLocalUIDs")
+	}
+}
