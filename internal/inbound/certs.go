@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/panopticon-dev/panopticon/internal/filewatch"
 )
 
 // Minter mints a leaf for a host name or an IP address (ca.Minter).
@@ -35,11 +37,11 @@ type Certs struct {
 	logger            *slog.Logger
 
 	mu        sync.Mutex
-	cert      *tls.Certificate // guarded by mu
-	state     []fileState      // guarded by mu: the files behind cert
-	lastCheck time.Time        // guarded by mu
-	lastBad   []fileState      // guarded by mu: the state last found unusable
-	lastErr   string           // guarded by mu: the error last logged
+	cert      *tls.Certificate  // guarded by mu
+	state     []filewatch.State // guarded by mu: the files behind cert
+	lastCheck time.Time         // guarded by mu
+	lastBad   []filewatch.State // guarded by mu: the state last found unusable
+	lastErr   string            // guarded by mu: the error last logged
 
 	// Minted mode.
 	minter    Minter
@@ -54,7 +56,7 @@ func NewFileCerts(certFile, keyFile string, logger *slog.Logger) (*Certs, error)
 		logger = slog.Default()
 	}
 	c := &Certs{certFile: certFile, keyFile: keyFile, logger: logger}
-	state, err := statAll(certFile, keyFile)
+	state, err := filewatch.StatAll(certFile, keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("reading inbound certificate: %w", err)
 	}
@@ -130,7 +132,7 @@ func (c *Certs) fileCert() *tls.Certificate {
 		return c.cert
 	}
 	c.lastCheck = now
-	state, err := statAll(c.certFile, c.keyFile)
+	state, err := filewatch.StatAll(c.certFile, c.keyFile)
 	switch {
 	case err == nil && slices.Equal(state, c.state):
 		c.lastErr = ""

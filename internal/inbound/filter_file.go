@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
+
+	"github.com/panopticon-dev/panopticon/internal/filewatch"
 )
 
 // FilterOff is the INBOUND_FILTER_FILE value that turns filtering off.
@@ -14,7 +16,7 @@ const FilterOff = "off"
 // *Filter filters nothing.
 type Filter struct {
 	path  string // "" for the built-in starter rules
-	state fileState
+	state filewatch.State
 	rules atomic.Pointer[Rules]
 }
 
@@ -37,7 +39,7 @@ func NewFilter(spec string) (*Filter, error) {
 	f.path = spec
 	// Stat before reading: a write in between is then seen as a change and
 	// loaded again by Watch, never missed.
-	st, err := statFile(spec)
+	st, err := filewatch.Stat(spec)
 	if err != nil {
 		return nil, fmt.Errorf("reading inbound filter: %w", err)
 	}
@@ -82,8 +84,8 @@ func (f *Filter) Watch(ctx context.Context, interval time.Duration, onReload fun
 	if f == nil || f.path == "" {
 		return
 	}
-	p := &poller{path: f.path, current: f.state, onError: onError}
-	p.load = func() error {
+	w := &filewatch.Watcher{Path: f.path, What: "inbound filter", Current: f.state, OnError: onError}
+	w.Load = func() error {
 		rs, err := ParseRulesFile(f.path)
 		if err != nil {
 			return err
@@ -94,5 +96,5 @@ func (f *Filter) Watch(ctx context.Context, interval time.Duration, onReload fun
 		}
 		return nil
 	}
-	p.run(ctx, interval)
+	w.Run(ctx, interval)
 }

@@ -2,10 +2,9 @@ package policy
 
 import (
 	"context"
-	"errors"
-	"io/fs"
-	"os"
 	"time"
+
+	"github.com/panopticon-dev/panopticon/internal/filewatch"
 )
 
 // Watch polls path every interval (mtime, size, inode — which also catches an
@@ -23,85 +22,24 @@ import (
 // state, not on every tick. Either callback may be nil. An interval <= 0
 // means one second.
 func Watch(ctx context.Context, path string, interval time.Duration, onReload func(*Allowlist), onError func(error)) {
-	if interval <= 0 {
-		interval = time.Second
-	}
-	w := watcher{path: path, onReload: onReload, onError: onError}
-	w.tick()
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			w.tick()
-		}
-	}
+	newWatcher(path, onReload, onError).Run(ctx, interval)
 }
 
-// fileState is what Watch compares between ticks. os.Stat follows symlinks,
-// so a swapped link target shows up as another inode.
-type fileState struct {
-	exists bool
-	mtime  int64 // UnixNano
-	size   int64
-	dev    uint64
-	ino    uint64
-}
-
-func statFile(path string) (fileState, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fileState{}, err
-	}
-	dev, ino := fileID(fi)
-	return fileState{exists: true, mtime: fi.ModTime().UnixNano(), size: fi.Size(), dev: dev, ino: ino}, nil
-}
-
-type watcher struct {
-	path     string
-	onReload func(*Allowlist)
-	onError  func(error)
-
-	started  bool      // the initial load has happened
-	loaded   bool      // current is set
-	current  fileState // the file behind the list in force
-	settling bool      // pending is set
-	pending  fileState // a changed state waiting to stay put for one tick
-	failed   bool      // lastBad is set
-	lastBad  fileState // the state the last reported failure was seen in
-}
-
-func (w *watcher) tick() {
-	st, err := statFile(w.path)
-	switch {
-	case err == nil && w.loaded && st == w.current:
-		w.settling = false
-		return // unchanged
-	case w.failed && st == w.lastBad:
-		return // already reported; wait for the file to change
-	case w.started && !(w.settling && st == w.pending):
-		w.pending, w.settling = st, true
-		return // changed since the last tick: let the writer finish
-	}
-	w.started, w.settling = true, false
-
-	var list *Allowlist
-	if err == nil {
-		list, err = ParseFile(w.path)
-	} else if errors.Is(err, fs.ErrNotExist) {
-		err = &fs.PathError{Op: "watching allowlist", Path: w.path, Err: errors.New("file is missing; keeping the last good allowlist until it is back")}
-	}
-	if err != nil {
-		w.failed, w.lastBad = true, st
-		if w.onError != nil {
-			w.onError(err)
-		}
-		return
-	}
-	w.loaded, w.current, w.failed = true, st, false
-	if w.onReload != nil {
-		w.onReload(list)
+func newWatcher(path string, onReload func(*Allowlist), onError func(error)) *filewatch.Watcher {
+	return &filewatch.Watcher{
+		Path:        path,
+		What:        "allowlist",
+		LoadAtStart: true,
+		OnError:     onError,
+		Load: func() error {
+			list, err := ParseFile(path)
+			if err != nil {
+				return err
+			}
+			if onReload != nil {
+				onReload(list)
+			}
+			return nil
+		},
 	}
 }

@@ -207,25 +207,24 @@ func TestWatchMidWrite(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "allowlist.txt")
 			writeFile(t, path, "a.example\n")
 			var reloads, errs []string
-			w := watcher{
-				path: path,
-				onReload: func(a *Allowlist) {
+			w := newWatcher(path,
+				func(a *Allowlist) {
 					var names []string
 					for _, e := range a.Entries() {
 						names = append(names, e.String())
 					}
 					reloads = append(reloads, strings.Join(names, ","))
 				},
-				onError: func(err error) { errs = append(errs, err.Error()) },
-			}
-			w.tick() // initial load
+				func(err error) { errs = append(errs, err.Error()) },
+			)
+			w.Tick() // initial load
 
 			writeFile(t, path, tt.half)
-			w.tick()
+			w.Tick()
 			writeFile(t, path, "a.example\nb.example\n")
-			w.tick()
-			w.tick()
-			w.tick()
+			w.Tick()
+			w.Tick()
+			w.Tick()
 			want := []string{"a.example", "a.example,b.example"}
 			if len(errs) != 0 || strings.Join(reloads, " ") != strings.Join(want, " ") {
 				t.Fatalf("reloads = %q, errors = %q; want reloads %q and no error", reloads, errs, want)

@@ -1,6 +1,6 @@
 //go:build !unix
 
-package inbound
+package filewatch
 
 import "io/fs"
 

@@ -1,8 +1,0 @@
-//go:build !unix
-
-package policy
-
-import "io/fs"
-
-// fileID is unavailable here; mtime and size still catch most changes.
-func fileID(fs.FileInfo) (dev, ino uint64) { return 0, 0 }
