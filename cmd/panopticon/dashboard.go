@@ -85,6 +85,7 @@ func bindDashboard(d *deps) (service, error) {
 	srv := dashboard.New(dashboard.Options{
 		Token: token, Policy: d.policy, Runtime: runtimeList, Mode: cfg.Mode,
 		BufferSize: cfg.FlowBuffer, Sources: src, Logger: d.logger,
+		SelftestFile: filepath.Join(cfg.StateDir, SelftestFile),
 	})
 	// History from the log files (only the newest FLOW_BUFFER events), read
 	// while still root in case older files are root's.

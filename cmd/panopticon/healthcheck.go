@@ -67,7 +67,10 @@ func healthcheck(cfg config.Config) error {
 		case err != nil:
 			errs = append(errs, err)
 		case !rep.OK():
+			recordSelftest(cfg, rep)
 			errs = append(errs, fmt.Errorf("selftest: got out: %s", strings.Join(rep.Escaped(), "; ")))
+		default:
+			recordSelftest(cfg, rep)
 		}
 	}
 	return errors.Join(errs...)

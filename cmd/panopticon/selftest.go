@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -316,10 +317,33 @@ func selftestMain(cfg config.Config, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "panopticon: selftest could not run: %v\n", err)
 		return 1
 	}
+	recordSelftest(cfg, rep)
 	if !rep.OK() {
 		fmt.Fprintf(stderr, "panopticon: SELFTEST FAILED: got out: %s\n%s", strings.Join(rep.Escaped(), "; "), rep)
 		return 1
 	}
 	fmt.Fprintf(stdout, "panopticon: selftest passed: IPv6, UDP, a direct IP and outside DNS are all blocked\n%s", rep)
 	return 0
+}
+
+// SelftestFile is where the last self-test result is kept (in STATE_DIR), for
+// the dashboard: panopticon itself cannot run the probes once it has dropped
+// root, so the healthcheck and `panopticon selftest` leave their verdict there.
+const SelftestFile = "selftest.json"
+
+// recordSelftest writes rep to STATE_DIR/selftest.json (best effort).
+func recordSelftest(cfg config.Config, rep SelftestReport) {
+	data, err := json.Marshal(struct {
+		Time   time.Time     `json:"time"`
+		OK     bool          `json:"ok"`
+		Probes []ProbeResult `json:"probes"`
+	}{time.Now().UTC(), rep.OK(), rep.Probes})
+	if err != nil {
+		return
+	}
+	path := filepath.Join(cfg.StateDir, SelftestFile)
+	tmp := path + ".tmp"
+	if os.WriteFile(tmp, data, 0o644) == nil {
+		_ = os.Rename(tmp, path)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io/fs"
 	"net/http"
+	"os"
 	"slices"
 	"time"
 
@@ -89,6 +90,8 @@ type State struct {
 		Editable bool    `json:"editable"`
 	} `json:"allowlist"`
 	Time time.Time `json:"time"`
+	// Selftest is the last self-test verdict ({time, ok, probes}), if any.
+	Selftest json.RawMessage `json:"selftest,omitempty"`
 }
 
 func (s *Server) state(w http.ResponseWriter, r *http.Request) {
@@ -99,6 +102,11 @@ func (s *Server) snapshot() State {
 	var st State
 	st.Mode, st.FlowBuffer, st.Time = s.opts.Mode, s.opts.BufferSize, time.Now().UTC()
 	st.Allowlist.Editable = s.opts.Runtime != nil
+	if s.opts.SelftestFile != "" {
+		if b, err := os.ReadFile(s.opts.SelftestFile); err == nil && len(b) < 64<<10 && json.Valid(b) {
+			st.Selftest = b
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st.Flows = s.lastID

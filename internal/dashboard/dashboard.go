@@ -50,6 +50,9 @@ type Options struct {
 	Runtime    *RuntimeList // nil: the runtime allowlist cannot be changed
 	Mode       string       // "enforce" or "audit", shown in the UI
 	BufferSize int          // flows kept in memory
+	// SelftestFile holds the last self-test verdict (written by the
+	// healthcheck, which runs as root); shown in the header when present.
+	SelftestFile string
 
 	Metrics *metrics.Metrics // nil: New makes one, fed by Run
 	Sources metrics.Sources  // counters kept elsewhere, for /metrics

@@ -443,3 +443,22 @@ func TestOpenRuntimeListRejectsBadFile(t *testing.T) {
 		t.Errorf("error %v, want one naming %s:2", err, path)
 	}
 }
+
+func TestStateShowsTheLastSelftest(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "selftest.json")
+	verdict := `{"time":"2026-11-27T19:00:00Z","ok":false,"probes":[{"name":"udp","blocked":false,"detail":"sent"}]}`
+	if err := os.WriteFile(file, []byte(verdict), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	list, _ := policy.Parse([]byte("allowed.test\n"), "allowlist.txt")
+	s := New(Options{Token: "t", Policy: policy.New(list, policy.NewGuard(nil)), SelftestFile: file})
+	st := s.snapshot()
+	if string(st.Selftest) != verdict {
+		t.Fatalf("selftest = %s, want the file's verdict", st.Selftest)
+	}
+	os.Remove(file)
+	if st := s.snapshot(); st.Selftest != nil {
+		t.Fatalf("selftest shown without a file: %s", st.Selftest)
+	}
+}

@@ -229,6 +229,14 @@ function groupRow(g, audit) {
 
 function renderState(st) {
   maxFlows = st.flow_buffer || maxFlows;
+  const selftest = $("#selftest");
+  if (st.selftest) {
+    const ago = Math.max(0, Math.round((Date.now() - new Date(st.selftest.time)) / 1000));
+    const escaped = (st.selftest.probes || []).filter(p => !p.blocked).map(p => p.name);
+    selftest.textContent = st.selftest.ok ? "selftest ok" : "SELFTEST FAILED: " + escaped.join(", ");
+    selftest.className = "badge" + (st.selftest.ok ? " ok" : " failed");
+    selftest.title = (st.selftest.ok ? "IPv6, UDP, a direct IP and outside DNS were all blocked" : "got out: " + escaped.join(", ")) + " (" + ago + " s ago)";
+  }
   const mode = $("#mode");
   mode.textContent = st.mode;
   mode.className = "badge" + (st.mode === "audit" ? " audit" : "");
