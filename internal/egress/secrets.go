@@ -67,6 +67,11 @@ func (p *Proxy) applySecrets(r *http.Request, f *Flow) *Block {
 		}
 	}
 	st.rw = t.RewriterFor(up)
+	if enc := r.Header.Get("Content-Encoding"); enc != "" && r.Body != nil && r.Body != http.NoBody && !secrets.CanDecode(enc) {
+		// Passed on untouched (still checked for real values): say so.
+		f.Event.Detail["secrets_body"] = "not swapped: content-encoding " + enc
+		p.cfg.Logger.Info("request body not scanned for placeholders", "host", f.Host, "content_encoding", enc)
+	}
 	if err := st.rw.Request(r); err != nil {
 		return secretBlock(err, f.Host)
 	}
