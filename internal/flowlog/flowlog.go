@@ -136,6 +136,9 @@ type Log struct {
 	path       string
 	stdout     io.Writer
 	stdoutJSON bool
+	stdoutCh   chan []byte // guarded by mu for sends and close
+	stdoutDone chan struct{}
+	stdoutDrop atomic.Uint64
 	redact     func(string) string
 	onError    func(error)
 	now        func() time.Time
@@ -184,6 +187,14 @@ func New(opts Options, stdout io.Writer) (*Log, error) {
 // newLog wires a Log around any file writer.
 func newLog(path string, file io.WriteCloser, stdout io.Writer, opts Options) *Log {
 	l := &Log{path: path, file: file, stdout: stdout, stdoutJSON: opts.StdoutJSON, redact: opts.Redact, onError: opts.OnError, now: opts.Now}
+	if stdout != nil {
+		// stdout is a pipe someone else drains (a container runtime, a log
+		// collector): if it stalls, lines are dropped and counted instead of
+		// stalling every door that emits.
+		l.stdoutCh = make(chan []byte, stdoutQueue)
+		l.stdoutDone = make(chan struct{})
+		go l.writeStdout()
+	}
 	if l.onError == nil {
 		l.onError = func(err error) { slog.Error("flow log write failed", "err", err) }
 	}
@@ -257,13 +268,21 @@ func (l *Log) Emit(e Event) {
 			report = fmt.Errorf("%w (%d events dropped so far; further failures this minute are only counted)", err, n)
 		}
 	}
-	if l.stdout != nil { // a broken stdout must not stop the file log
+	if l.stdoutCh != nil { // a broken or stalled stdout must not stop the file log
+		var out []byte
 		if l.stdoutJSON {
 			if encErr == nil {
-				l.stdout.Write(line)
+				out = line
 			}
 		} else {
-			l.stdout.Write(FormatLine(e))
+			out = FormatLine(e)
+		}
+		if out != nil {
+			select {
+			case l.stdoutCh <- out:
+			default:
+				l.stdoutDrop.Add(1)
+			}
 		}
 	}
 	l.mu.Unlock()
@@ -291,6 +310,35 @@ func (l *Log) Emitted() uint64 { return l.emitted.Load() }
 // Dropped counts events that could not be written to the file.
 func (l *Log) Dropped() uint64 { return l.dropped.Load() }
 
+// StdoutDropped counts stdout lines dropped because stdout did not keep up.
+func (l *Log) StdoutDropped() uint64 { return l.stdoutDrop.Load() }
+
+// stdoutQueue bounds the lines waiting for a slow stdout.
+const stdoutQueue = 4096
+
+// writeStdout copies queued lines to stdout, batching what has piled up into
+// one write.
+func (l *Log) writeStdout() {
+	defer close(l.stdoutDone)
+	var buf []byte
+	for line := range l.stdoutCh {
+		buf = append(buf[:0], line...)
+	more:
+		for len(buf) < 64<<10 {
+			select {
+			case next, ok := <-l.stdoutCh:
+				if !ok {
+					break more
+				}
+				buf = append(buf, next...)
+			default:
+				break more
+			}
+		}
+		_, _ = l.stdout.Write(buf)
+	}
+}
+
 // Close flushes and closes the file.
 //
 // Later Emits are no-ops. Subscriber channels are closed, so their readers end.
@@ -302,7 +350,13 @@ func (l *Log) Close() error {
 	}
 	l.closed = true
 	err := l.file.Close()
+	if l.stdoutCh != nil {
+		close(l.stdoutCh)
+	}
 	l.mu.Unlock()
+	if l.stdoutDone != nil {
+		<-l.stdoutDone // every line emitted before Close is on stdout
+	}
 	l.subs.closeAll()
 	if err != nil {
 		return fmt.Errorf("closing flow log %s: %w", l.path, err)

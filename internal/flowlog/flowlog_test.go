@@ -387,6 +387,7 @@ func TestWriteFailureCounted(t *testing.T) {
 	if len(sub) != 5 {
 		t.Errorf("subscriber got %d events, want all 5 despite the failing file", len(sub))
 	}
+	l.Close() // stdout is written asynchronously; Close drains it
 	if n := strings.Count(stdout.String(), "\n"); n != 5 {
 		t.Errorf("stdout has %d lines, want 5", n)
 	}
@@ -494,4 +495,38 @@ func TestRedactCleansFreeTextBeforeAnyoneSeesIt(t *testing.T) {
 	if !strings.Contains(string(data), "PLACEHOLDER_SECRET_VALUE_X") {
 		t.Fatalf("the placeholder is missing: %s", data)
 	}
+}
+
+// blockingWriter never returns from Write until released: a stdout pipe
+// nobody drains.
+type blockingWriter struct{ release chan struct{} }
+
+func (w blockingWriter) Write(b []byte) (int, error) { <-w.release; return len(b), nil }
+
+func TestAStalledStdoutDoesNotStallEmit(t *testing.T) {
+	w := blockingWriter{release: make(chan struct{})}
+	l, err := flowlog.New(flowlog.Options{Dir: t.TempDir()}, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		for range 10000 {
+			l.Emit(flowlog.Event{Kind: flowlog.KindEgress, Decision: flowlog.Allow, Host: "a.test"})
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Emit blocked behind a stalled stdout")
+	}
+	if l.StdoutDropped() == 0 {
+		t.Error("no stdout line counted as dropped")
+	}
+	if l.Emitted() != 10000 {
+		t.Errorf("Emitted = %d, want 10000 (the file log is not affected)", l.Emitted())
+	}
+	close(w.release)
+	l.Close()
 }

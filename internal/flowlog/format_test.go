@@ -70,8 +70,8 @@ func TestStdoutLine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
 	l.Emit(flowlog.Event{Kind: flowlog.KindEgress, Decision: flowlog.Block, Reason: "not-allowlisted", Host: "evil.test", Port: 443})
+	l.Close() // stdout is written asynchronously; Close drains it
 	if !strings.HasSuffix(out.String(), " egress  BLOCK evil.test:443 not-allowlisted\n") {
 		t.Errorf("stdout = %q", out.String())
 	}
