@@ -77,6 +77,7 @@ func bindDashboard(d *deps) (service, error) {
 		AllowlistReloads: func() uint64 { return uint64(d.reloads.Load()) },
 		FlowlogDropped:   d.flows.Dropped,
 		SubscriberDrops:  d.flows.SubscriberDrops,
+		StdoutDropped:    d.flows.StdoutDropped,
 	}
 	if notifier != nil {
 		src.WebhookDeliveries = func() map[string]uint64 { return notifier.Stats().Deliveries }

@@ -341,9 +341,17 @@ func recordSelftest(cfg config.Config, rep SelftestReport) {
 	if err != nil {
 		return
 	}
-	path := filepath.Join(cfg.StateDir, SelftestFile)
-	tmp := path + ".tmp"
-	if os.WriteFile(tmp, data, 0o644) == nil {
-		_ = os.Rename(tmp, path)
+	// STATE_DIR belongs to the proxy's uid and this runs as root: create the
+	// temporary file exclusively under a fresh name (never following a link
+	// planted there), then rename it over the verdict.
+	f, err := os.CreateTemp(cfg.StateDir, SelftestFile+".*")
+	if err != nil {
+		return
+	}
+	tmp := f.Name()
+	_, werr := f.Write(data)
+	cerr := f.Close()
+	if werr != nil || cerr != nil || os.Chmod(tmp, 0o644) != nil || os.Rename(tmp, filepath.Join(cfg.StateDir, SelftestFile)) != nil {
+		_ = os.Remove(tmp)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -220,7 +221,7 @@ func FromMap(vars map[string]string) (Config, error) {
 	}
 	for _, s := range splitList(get("DASHBOARD_LOCAL_UIDS")) {
 		uid, err := strconv.Atoi(s)
-		if err != nil || uid < 0 {
+		if err != nil || uid < 0 || uid > math.MaxUint32 {
 			errs = append(errs, fmt.Errorf("DASHBOARD_LOCAL_UIDS: %q is not a uid", s))
 			continue
 		}
@@ -341,6 +342,13 @@ func (c Config) Validate() error {
 	}
 	if c.LogMaxAgeDays < 0 {
 		errs = append(errs, fmt.Errorf("LOG_MAX_AGE_DAYS=%d: must not be negative", c.LogMaxAgeDays))
+	}
+	for _, uid := range c.DashboardLocalUIDs {
+		if uid == c.ProxyUID {
+			// Without the mark, the proxy's uid is what an app that becomes
+			// uid PROXY_UID would use to reach the dashboard.
+			errs = append(errs, fmt.Errorf("DASHBOARD_LOCAL_UIDS: %d is PROXY_UID; panopticon reaches its dashboard anyway, and allowing the uid alone would let an app that becomes it in", uid))
+		}
 	}
 	switch c.Mode {
 	case "enforce", "audit":

@@ -34,6 +34,8 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		{"bad bool", map[string]string{"LOG_COMPRESS": "maybe"}, []string{"LOG_COMPRESS"}},
 		{"missing CA file", map[string]string{"UPSTREAM_CA_FILE": "/nonexistent/ca.pem"}, []string{"UPSTREAM_CA_FILE"}},
 		{"dns on 53", map[string]string{"DNS_PORT": "53"}, []string{"DNS_PORT=53"}},
+		{"dashboard local uid is the proxy's", map[string]string{"DASHBOARD_LOCAL_UIDS": "0,1337"}, []string{"DASHBOARD_LOCAL_UIDS", "PROXY_UID"}},
+		{"dashboard local uid out of range", map[string]string{"DASHBOARD_LOCAL_UIDS": "99999999999"}, []string{"DASHBOARD_LOCAL_UIDS"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

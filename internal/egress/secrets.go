@@ -119,9 +119,10 @@ func (p *Proxy) redactResponse(resp *http.Response, f *Flow) {
 	if !decoded {
 		f.Event.Detail["redaction"] = "skipped: content-encoding " + resp.Header.Get("Content-Encoding")
 	}
-	if resp.Body != nil && resp.Body != http.NoBody && (resp.Trailer != nil || resp.ProtoMajor == 2) {
-		// Trailers arrive with the end of the body; redact them before
-		// goproxy copies them to the app.
+	if resp.Body != nil && resp.Body != http.NoBody {
+		// Trailers arrive with the end of the body, announced or not (an
+		// HTTP/1.1 chunked body may carry trailers it never declared);
+		// redact them before goproxy copies them to the app.
 		resp.Body = &trailerRedactor{ReadCloser: resp.Body, resp: resp, red: red}
 	}
 }

@@ -239,7 +239,7 @@ func (l *Log) Emit(e Event) {
 	if l.redact != nil {
 		// Agent- and upstream-controlled text: a real secret value must not
 		// reach the file, stdout, the dashboard or a webhook through it.
-		e.Host, e.Path, e.Reason = l.redact(e.Host), l.redact(e.Path), l.redact(e.Reason)
+		e.Host, e.Path, e.Reason, e.Method = l.redact(e.Host), l.redact(e.Path), l.redact(e.Reason), l.redact(e.Method)
 		for k, v := range e.Detail {
 			e.Detail[k] = l.redact(v)
 		}
@@ -355,7 +355,12 @@ func (l *Log) Close() error {
 	}
 	l.mu.Unlock()
 	if l.stdoutDone != nil {
-		<-l.stdoutDone // every line emitted before Close is on stdout
+		// Every line emitted before Close reaches stdout — unless stdout is
+		// stalled, which must not keep the process from exiting.
+		select {
+		case <-l.stdoutDone:
+		case <-time.After(2 * time.Second):
+		}
 	}
 	l.subs.closeAll()
 	if err != nil {

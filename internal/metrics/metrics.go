@@ -98,6 +98,7 @@ type Sources struct {
 	AllowlistReloads  func() uint64
 	FlowlogDropped    func() uint64 // events the flow log could not write
 	SubscriberDrops   func() uint64 // events a slow live reader (dashboard, webhook) missed
+	StdoutDropped     func() uint64 // flow lines a stalled stdout could not take
 }
 
 // ContentType is the exposition's media type.
@@ -150,6 +151,7 @@ func (m *Metrics) WriteTo(w io.Writer, src Sources) error {
 	counter(bw, "panopticon_allowlist_reloads_total", "Successful allowlist file reloads.", call(src.AllowlistReloads))
 	counter(bw, "panopticon_flowlog_dropped_total", "Flow events that could not be written to the log file.", call(src.FlowlogDropped))
 	counter(bw, "panopticon_flowlog_subscriber_dropped_total", "Flow events a slow live reader (dashboard, webhook notifier) missed.", call(src.SubscriberDrops))
+	counter(bw, "panopticon_flowlog_stdout_dropped_total", "Flow lines dropped because stdout did not keep up (the file log has them).", call(src.StdoutDropped))
 	return bw.Flush()
 }
 

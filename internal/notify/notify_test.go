@@ -232,8 +232,10 @@ func TestDeadReceiverDoesNotSlowEmit(t *testing.T) {
 	for i := range emits {
 		log.Emit(block("h"+strconv.Itoa(i)+".test", "not-allowlisted"))
 	}
-	if took := time.Since(began); took > 50*time.Millisecond {
-		t.Errorf("%d Emits took %v with a dead webhook, want < 50ms", emits, took)
+	// Generous against -race and a busy machine; a blocking Emit would take
+	// the webhook's 10 s timeout.
+	if took := time.Since(began); took > 500*time.Millisecond {
+		t.Errorf("%d Emits took %v with a dead webhook, want < 500ms", emits, took)
 	}
 	waitFor(t, "every block to be queued or dropped", func() bool {
 		s := n.Stats()

@@ -233,8 +233,9 @@ function renderState(st) {
   if (st.selftest) {
     const ago = Math.max(0, Math.round((Date.now() - new Date(st.selftest.time)) / 1000));
     const escaped = (st.selftest.probes || []).filter(p => !p.blocked).map(p => p.name);
-    selftest.textContent = st.selftest.ok ? "selftest ok" : "SELFTEST FAILED: " + escaped.join(", ");
-    selftest.className = "badge" + (st.selftest.ok ? " ok" : " failed");
+    const stale = ago > 120; // the healthcheck runs every few seconds; an old verdict proves little
+    selftest.textContent = !st.selftest.ok ? "SELFTEST FAILED: " + escaped.join(", ") : stale ? "selftest stale" : "selftest ok";
+    selftest.className = "badge" + (!st.selftest.ok ? " failed" : stale ? " audit" : " ok");
     selftest.title = (st.selftest.ok ? "IPv6, UDP, a direct IP and outside DNS were all blocked" : "got out: " + escaped.join(", ")) + " (" + ago + " s ago)";
   }
   const mode = $("#mode");
