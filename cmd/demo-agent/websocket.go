@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // A hand-written subset of RFC 6455: the opening handshake and unfragmented frames,
@@ -44,14 +46,7 @@ func wsAccept(key string) string {
 }
 
 func headerHasToken(h http.Header, name, token string) bool {
-	for _, v := range h.Values(name) {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
+	return httpguts.HeaderValuesContainsToken(h[http.CanonicalHeaderKey(name)], token)
 }
 
 // wsHandler upgrades every request to a WebSocket and echoes each data frame back.

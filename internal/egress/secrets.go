@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/panopticon-dev/panopticon/internal/secrets"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Reasons for refusing a request because of a secret.
@@ -272,16 +274,5 @@ func suspectedLeaks(r *http.Request) []string {
 }
 
 func isWebSocketUpgrade(r *http.Request) bool {
-	return headerHas(r.Header, "Connection", "upgrade") && strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
-}
-
-func headerHas(h http.Header, name, token string) bool {
-	for _, v := range h.Values(name) {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
+	return httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") && strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
 }

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // hijackedConn wraps the client connection of an upgraded request: a
@@ -92,12 +94,8 @@ func (t *trackedConn) CloseWrite() error {
 
 // upgradeType is the Upgrade header when Connection asks for an upgrade.
 func upgradeType(hdr http.Header) string {
-	for _, v := range hdr.Values("Connection") {
-		for _, tok := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
-				return hdr.Get("Upgrade")
-			}
-		}
+	if httpguts.HeaderValuesContainsToken(hdr["Connection"], "upgrade") {
+		return hdr.Get("Upgrade")
 	}
 	return ""
 }
