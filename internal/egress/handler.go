@@ -83,12 +83,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	// Connect to (and bind secrets to) the normalised name the policy
-	// matched, never to another spelling of it.
-	if n, err := policy.NormalizeHost(host); err == nil {
-		host = n
-		ev.Host = n
-	}
 	flow := &Flow{Host: host, Port: int(meta.dst.Port()), TLS: meta.tls, Event: ev}
 	scheme := "http"
 	if meta.tls {
@@ -137,10 +131,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// destination returns the name this request may go to, or why it may not.
-// For TLS the name is the SNI and the Host header must agree with it (goproxy
-// would otherwise dial the Host); for plain HTTP it is the Host header. A port
-// in the Host header must match the port the app connected to.
+// destination returns the name this request may go to, normalised (it is
+// what we connect to and bind secrets to, never another spelling), or why it
+// may not go. For TLS the name is the SNI (normalised once per connection)
+// and the Host header must agree with it (goproxy would otherwise dial the
+// Host); for plain HTTP it is the Host header. A port in the Host header must
+// match the port the app connected to.
 func destination(meta *connMeta, r *http.Request) (string, *Block) {
 	hostHdr, portHdr := splitHostPort(r.Host)
 	if portHdr != "" && portHdr != strconv.Itoa(int(meta.dst.Port())) {
@@ -154,7 +150,7 @@ func destination(meta *connMeta, r *http.Request) (string, *Block) {
 			}
 			return hostHdr, &Block{Reason: reason, Message: "TLS without a server name (SNI); use a host name, not an IP address"}
 		}
-		if hostHdr != "" && !sameHost(hostHdr, meta.sni) {
+		if hostHdr != "" && normalized(hostHdr) != meta.sni {
 			return meta.sni, &Block{Reason: ReasonHostMismatch, Message: fmt.Sprintf("Host %q differs from the TLS server name %q", hostHdr, meta.sni)}
 		}
 		return meta.sni, nil
@@ -162,16 +158,17 @@ func destination(meta *connMeta, r *http.Request) (string, *Block) {
 	if hostHdr == "" {
 		return "", &Block{Reason: ReasonNoHost, Message: "HTTP request without a Host header"}
 	}
-	return hostHdr, nil
+	return normalized(hostHdr), nil
 }
 
-func sameHost(a, b string) bool {
-	na, errA := policy.NormalizeHost(a)
-	nb, errB := policy.NormalizeHost(b)
-	if errA != nil || errB != nil {
-		return strings.EqualFold(strings.TrimSuffix(a, "."), strings.TrimSuffix(b, "."))
+// normalized is policy.NormalizeHost, or for what it refuses (IP literals,
+// malformed names — the policy decides about those) the lower-cased name
+// without a trailing dot.
+func normalized(host string) string {
+	if n, err := policy.NormalizeHost(host); err == nil {
+		return n
 	}
-	return na == nb
+	return strings.ToLower(strings.TrimSuffix(host, "."))
 }
 
 func splitHostPort(hp string) (string, string) {

@@ -340,6 +340,9 @@ func (p *Proxy) handleConn(inner *connListener, c net.Conn) {
 		}
 		meta.tls = true
 		meta.sni = hello.ServerName
+		if meta.sni != "" {
+			meta.sni = normalized(meta.sni) // once per connection, not per request
+		}
 		wrapped.r = io.MultiReader(bytesReader(seen), br)
 		_ = c.SetDeadline(time.Time{}) // http.Server sets its own handshake and header deadlines
 		inner.push(tls.Server(wrapped, p.tlsConf))
