@@ -211,7 +211,7 @@ func (tb *Testbed) startFakeInternet() error {
 		return err
 	}
 	tb.UpstreamCAFile = filepath.Join(tb.Dir, "upstream-ca.pem")
-	if err := os.WriteFile(tb.UpstreamCAFile, ca.PEM, 0o644); err != nil {
+	if err := os.WriteFile(tb.UpstreamCAFile, ca.CertPEM(), 0o644); err != nil {
 		return err
 	}
 	tb.appCAFile = tb.UpstreamCAFile
@@ -229,7 +229,7 @@ func (tb *Testbed) startFakeInternet() error {
 					return err
 				}
 			}
-			cert, err := signer.leaf(h.Name, net.ParseIP(h.IP))
+			cert, err := signer.Leaf([]string{h.Name}, []net.IP{net.ParseIP(h.IP)})
 			if err != nil {
 				return err
 			}

@@ -256,12 +256,12 @@ func newSquid(pod, dir, upstreamCA string) *subject {
 		if err != nil {
 			return err
 		}
-		key, err := ca.keyPEM()
+		key, err := ca.KeyPEM()
 		if err != nil {
 			return err
 		}
 		caCert, caKey := filepath.Join(base, "ca.pem"), filepath.Join(base, "ca.key")
-		if err := os.WriteFile(caCert, ca.certPEM(), 0o644); err != nil {
+		if err := os.WriteFile(caCert, ca.CertPEM(), 0o644); err != nil {
 			return err
 		}
 		if err := os.WriteFile(caKey, key, 0o600); err != nil {

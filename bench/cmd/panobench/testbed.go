@@ -2,20 +2,15 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/panopticon-dev/panopticon/internal/testpki"
 )
 
 // The fake internet lives in netNS; every subject has its own pod namespace
@@ -133,76 +128,16 @@ func (tb *testbed) close() {
 
 // ---- certificates ----
 
-type certAuthority struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	der  []byte
-}
-
-func newCA(name string) (*certAuthority, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(7 * 24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	return &certAuthority{cert: cert, key: key, der: der}, nil
-}
-
-func (ca *certAuthority) certPEM() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.der})
-}
-
-func (ca *certAuthority) keyPEM() ([]byte, error) {
-	der, err := x509.MarshalPKCS8PrivateKey(ca.key)
-	if err != nil {
-		return nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
-}
+// newCA makes a CA for the fake upstream or for squid's ssl-bump.
+func newCA(name string) (*testpki.CA, error) { return testpki.New(name, 7*24*time.Hour) }
 
 // leafPEM returns a server certificate and key (PEM) for names and ip.
-func (ca *certAuthority) leafPEM(names []string, ip string) (certPEM, keyPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+func leafPEM(ca *testpki.CA, names []string, ip string) (certPEM, keyPEM []byte, err error) {
+	c, err := ca.Leaf(names, []net.IP{net.ParseIP(ip)})
 	if err != nil {
 		return nil, nil, err
 	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: names[0]},
-		DNSNames:     names,
-		IPAddresses:  []net.IP{net.ParseIP(ip)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(7 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		return nil, nil, err
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), nil
+	return testpki.LeafPEM(c)
 }
 
 // writeUpstreamCerts writes the upstream CA and the two server certificates
@@ -213,7 +148,7 @@ func writeUpstreamCerts(dir string) (caFile string, err error) {
 		return "", err
 	}
 	caFile = filepath.Join(dir, "upstream-ca.pem")
-	if err := os.WriteFile(caFile, ca.certPEM(), 0o644); err != nil {
+	if err := os.WriteFile(caFile, ca.CertPEM(), 0o644); err != nil {
 		return "", err
 	}
 	for _, l := range []struct {
@@ -221,7 +156,7 @@ func writeUpstreamCerts(dir string) (caFile string, err error) {
 		names []string
 		ip    string
 	}{{"bench", []string{benchHost, secretHost}, upstreamIP}, {"nores", []string{noResumeHost}, noResumeIP}} {
-		c, k, err := ca.leafPEM(l.names, l.ip)
+		c, k, err := leafPEM(ca, l.names, l.ip)
 		if err != nil {
 			return "", err
 		}

@@ -1,21 +1,14 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -24,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/panopticon-dev/panopticon/internal/testpki"
 )
 
 func runHTTPS(args []string) error {
@@ -46,7 +41,7 @@ func runHTTPS(args []string) error {
 		return err
 	}
 	tmp := filepath.Join(*caDir, ".ca.pem.tmp")
-	if err := os.WriteFile(tmp, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw}), 0o644); err != nil {
+	if err := os.WriteFile(tmp, ca.CertPEM(), 0o644); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, filepath.Join(*caDir, "ca.pem")); err != nil {
@@ -153,36 +148,18 @@ func logRequests(next http.Handler) http.Handler {
 
 // testCA mints one leaf per server name, on demand.
 type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
+	*testpki.CA
 
 	mu    sync.Mutex
 	leafs map[string]*tls.Certificate
 }
 
 func newCA() (*testCA, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := testpki.New("panopticon docker e2e fake upstream CA", 24*time.Hour)
 	if err != nil {
 		return nil, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "panopticon docker e2e fake upstream CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	return &testCA{cert: cert, key: key, leafs: map[string]*tls.Certificate{}}, nil
+	return &testCA{CA: ca, leafs: map[string]*tls.Certificate{}}, nil
 }
 
 func (ca *testCA) leafFor(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
@@ -195,29 +172,19 @@ func (ca *testCA) leafFor(hello *tls.ClientHelloInfo) (*tls.Certificate, error) 
 	if c, ok := ca.leafs[name]; ok {
 		return c, nil
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
+	var names []string
+	var ips []net.IP
 	if ip := net.ParseIP(name); ip != nil {
-		tmpl.IPAddresses = []net.IP{ip}
+		ips = []net.IP{ip}
 	} else {
-		tmpl.DNSNames = []string{name}
+		names = []string{name}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	c, err := ca.Leaf(names, ips)
 	if err != nil {
 		return nil, err
 	}
-	c := &tls.Certificate{Certificate: [][]byte{der, ca.cert.Raw}, PrivateKey: key}
-	ca.leafs[name] = c
-	log.Printf("MINT name=%s serial=%s", name, strconv.Quote(tmpl.SerialNumber.String()))
-	return c, nil
+	c.Certificate = append(c.Certificate, ca.Cert.Raw)
+	ca.leafs[name] = &c
+	log.Printf("MINT name=%s serial=%s", name, strconv.Quote(c.Leaf.SerialNumber.String()))
+	return &c, nil
 }
