@@ -292,7 +292,7 @@ func (p *Proxy) onResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Res
 		return resp
 	}
 	if flow != nil {
-		p.redactResponse(resp, flow)
+		resp = p.redactResponse(resp, flow)
 	}
 	if flow != nil && p.cfg.Hooks.Response != nil {
 		p.cfg.Hooks.Response(resp, flow)
@@ -307,7 +307,10 @@ func upstreamReason(err error) string {
 	var cie x509.CertificateInvalidError
 	var tve *tls.CertificateVerificationError
 	var pe *pinError
+	var we *withheldError
 	switch {
+	case errors.As(err, &we):
+		return we.reason
 	case errors.As(err, &pe):
 		return ReasonSecretPin
 	case errors.As(err, &ge):
@@ -324,6 +327,8 @@ func errorResponse(req *http.Request, err error) *http.Response {
 	status := http.StatusBadGateway
 	msg := fmt.Sprintf("upstream %s failed: %v", req.URL.Host, err)
 	switch reason {
+	case ReasonUndecodable, ReasonPartialContent:
+		msg = fmt.Sprintf("answer from %s withheld: %v", req.URL.Host, err)
 	case policy.ReasonPrivateAddress:
 		status = http.StatusForbidden
 		msg = fmt.Sprintf("%s resolves to a private address: %v", req.URL.Host, err)

@@ -22,6 +22,8 @@ const (
 	ReasonSecretLeak         = "secret-leak"           // the agent sent a real value
 	ReasonSecretPin          = "secret-pin-mismatch"   // the upstream key is not pinned for the secret
 	ReasonSuspectedLeak      = "suspected-leak"        // a well-known credential format (LEAK_GUARD=block)
+	ReasonUndecodable        = "undecodable-response"  // a response body that could not be decoded to be scanned for real values
+	ReasonPartialContent     = "partial-content"       // a 206 answer: pieces of a value could be put together again
 )
 
 // Leak guard modes for well-known credential formats.
@@ -69,7 +71,7 @@ func (p *Proxy) applySecrets(r *http.Request, f *Flow) *Block {
 		}
 	}
 	st.rw = t.RewriterFor(up)
-	if enc := r.Header.Get("Content-Encoding"); enc != "" && r.Body != nil && r.Body != http.NoBody && !secrets.CanDecode(enc) {
+	if enc := r.Header.Get("Content-Encoding"); enc != "" && r.Body != nil && r.Body != http.NoBody && !secrets.CanSwap(enc) {
 		// Passed on untouched (still checked for real values): say so.
 		f.Event.Detail["secrets_body"] = "not swapped: content-encoding " + enc
 		p.cfg.Logger.Info("request body not scanned for placeholders", "host", f.Host, "content_encoding", enc)
@@ -80,46 +82,54 @@ func (p *Proxy) applySecrets(r *http.Request, f *Flow) *Block {
 	if len(up.PeerKeys) > 0 && (usesAny(st.rw.Used(), pinned) || streamedBody(r) || isWebSocketUpgrade(r)) {
 		st.transport = p.pinnedTransport(f.Host, pinned)
 	}
-	if len(st.authorised) > 0 {
-		if isWebSocketUpgrade(r) {
-			// Compressed frames could not be swapped (or redacted).
-			r.Header.Del("Sec-WebSocket-Extensions")
-		} else if r.Header.Get("Accept-Encoding") != "" {
-			// Only encodings we can decode, so echoes can be redacted.
-			r.Header.Set("Accept-Encoding", secrets.AcceptEncoding)
+	// Every response is scanned for every real value, whichever host sends
+	// it (a value stored through one host can be read back through another),
+	// so each must arrive in a form that can be scanned whole.
+	if isWebSocketUpgrade(r) {
+		// Compressed frames could not be swapped (or redacted).
+		r.Header.Del("Sec-WebSocket-Extensions")
+	} else if ae := r.Header.Get("Accept-Encoding"); ae != "" {
+		if f := secrets.FilterAcceptEncoding(ae); f != "" {
+			r.Header.Set("Accept-Encoding", f)
+		} else {
+			r.Header.Del("Accept-Encoding")
 		}
 	}
+	// Ranges would hand out a value in pieces, each too short to recognise:
+	// ask for whole answers only (a server may always ignore Range).
+	r.Header.Del("Range")
+	r.Header.Del("If-Range")
 	f.secrets = st
 	return nil
 }
 
-// redactResponse replaces real values echoed by a host that received them
-// with their placeholders. Hosts that received no secret are not touched.
-func (p *Proxy) redactResponse(resp *http.Response, f *Flow) {
-	st := f.secrets
-	if st == nil {
-		return
+// redactResponse replaces every real value in what comes back, from any
+// host, with its placeholder, and withholds what cannot be scanned: a body in
+// a coding we cannot decode, and partial content. It returns the response to
+// pass on.
+func (p *Proxy) redactResponse(resp *http.Response, f *Flow) *http.Response {
+	red := p.redactAll
+	if red == nil {
+		return resp
 	}
-	// Every secret this host may receive, not only those swapped into this
-	// request: a value stored by an earlier request (a file upload, a gist)
-	// can come back in a later response that carried no placeholder.
-	names := st.authorised
-	if len(names) == 0 {
-		return
-	}
-	red := p.cfg.Secrets.Redactor(names)
 	if resp.StatusCode == http.StatusSwitchingProtocols {
+		red.Header(resp.Header)
 		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok {
 			resp.Body = &redactedConn{r: red.WebSocket(rwc), ReadWriteCloser: rwc}
 		}
-		return
+		return resp
+	}
+	if resp.StatusCode == http.StatusPartialContent {
+		return p.withhold(resp, f, &withheldError{reason: ReasonPartialContent,
+			msg: "partial content (206) is not passed on while secrets are configured: a value could be read back in pieces"})
 	}
 	decoded, err := red.Response(resp)
-	if err != nil {
-		p.cfg.Logger.Warn("redacting a response failed", "host", f.Host, "err", err)
-	}
-	if !decoded {
-		f.Event.Detail["redaction"] = "skipped: content-encoding " + resp.Header.Get("Content-Encoding")
+	if !decoded || err != nil {
+		msg := fmt.Sprintf("the response body's Content-Encoding %q cannot be decoded to check it for secret values", resp.Header.Get("Content-Encoding"))
+		if err != nil {
+			msg = fmt.Sprintf("the response body could not be decoded to check it for secret values: %v", err)
+		}
+		return p.withhold(resp, f, &withheldError{reason: ReasonUndecodable, msg: msg})
 	}
 	if resp.Body != nil && resp.Body != http.NoBody {
 		// Trailers arrive with the end of the body, announced or not (an
@@ -127,6 +137,22 @@ func (p *Proxy) redactResponse(resp *http.Response, f *Flow) {
 		// redact them before goproxy copies them to the app.
 		resp.Body = &trailerRedactor{ReadCloser: resp.Body, resp: resp, red: red}
 	}
+	return resp
+}
+
+// withheldError says why an upstream answer was not passed on.
+type withheldError struct{ reason, msg string }
+
+func (e *withheldError) Error() string { return e.msg }
+
+// withhold discards resp and answers 502 with the reason instead.
+func (p *Proxy) withhold(resp *http.Response, f *Flow, err *withheldError) *http.Response {
+	if resp.Body != nil {
+		_ = resp.Body.Close()
+	}
+	f.upstreamErr = err
+	p.cfg.Logger.Warn("response withheld", "host", f.Host, "reason", err.reason)
+	return errorResponse(resp.Request, err)
 }
 
 // trailerRedactor redacts resp.Trailer when the body reaches its end (the

@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/zstd"
 )
 
 // coding is a Content-Encoding this package can decode and re-encode.
@@ -32,14 +35,113 @@ func parseCoding(contentEncoding string) coding {
 	return codingUnknown // br, zstd, compress, and lists such as "gzip, br"
 }
 
-// CanDecode reports whether bodies with this Content-Encoding are swapped and
-// redacted (identity, gzip, deflate). Others pass untouched: log them, and ask
-// upstreams for "gzip" (rewrite Accept-Encoding) so responses can be redacted.
-func CanDecode(contentEncoding string) bool { return parseCoding(contentEncoding) != codingUnknown }
+// CanDecode reports whether response bodies with this Content-Encoding can
+// be decoded for redaction: identity, gzip, deflate, br and zstd, also stacked
+// ("gzip, br"). A body that cannot be decoded must not reach the app when
+// secrets are configured: it could carry a real value unseen.
+func CanDecode(contentEncoding string) bool {
+	_, ok := parseCodings(contentEncoding)
+	return ok
+}
 
-// AcceptEncoding is what to send upstream as Accept-Encoding when a response
-// must be redacted: only encodings this package can decode.
-const AcceptEncoding = "gzip, deflate"
+// AcceptEncoding lists the codings responses can be decoded from; send it (or
+// the agent's list cut down to it) upstream as Accept-Encoding.
+const AcceptEncoding = "gzip, deflate, br, zstd"
+
+// FilterAcceptEncoding cuts the agent's Accept-Encoding down to codings
+// CanDecode knows, keeping their order and weights ("" when none is left:
+// the upstream then answers in identity).
+func FilterAcceptEncoding(accept string) string {
+	var keep []string
+	for _, part := range strings.Split(accept, ",") {
+		name, _, _ := strings.Cut(part, ";")
+		switch strings.ToLower(strings.TrimSpace(name)) {
+		case "gzip", "x-gzip", "deflate", "br", "zstd", "identity":
+			keep = append(keep, strings.TrimSpace(part))
+		}
+	}
+	return strings.Join(keep, ", ")
+}
+
+// CanSwap reports whether placeholders are swapped in request bodies with
+// this Content-Encoding (identity, gzip, deflate: they are re-encoded after).
+func CanSwap(contentEncoding string) bool { return parseCoding(contentEncoding) != codingUnknown }
+
+// responseCoding is one layer of a response's Content-Encoding.
+type responseCoding string
+
+// parseCodings returns the layers of a Content-Encoding in the order they
+// were applied, without identity; ok is false for any coding not decodable.
+func parseCodings(contentEncoding string) ([]responseCoding, bool) {
+	var out []responseCoding
+	for _, part := range strings.Split(contentEncoding, ",") {
+		switch c := strings.ToLower(strings.TrimSpace(part)); c {
+		case "", "identity":
+		case "gzip", "x-gzip":
+			out = append(out, "gzip")
+		case "deflate", "br", "zstd":
+			out = append(out, responseCoding(c))
+		default:
+			return nil, false
+		}
+	}
+	return out, true
+}
+
+// maxZstdWindow bounds the memory one zstd stream may ask for.
+const maxZstdWindow = 8 << 20
+
+// decodeLayers undoes codings (applied in that order) on body. The result
+// reads the identity body; closing it closes body.
+func decodeLayers(body io.ReadCloser, codings []responseCoding) (io.ReadCloser, error) {
+	var r io.Reader = body
+	var closers []func()
+	for i := len(codings) - 1; i >= 0; i-- {
+		switch codings[i] {
+		case "gzip":
+			zr, err := gzip.NewReader(r)
+			if err != nil {
+				return nil, fmt.Errorf("decoding gzip body: %w", err)
+			}
+			r = zr
+		case "deflate":
+			br := bufio.NewReader(r)
+			if isZlib(br) {
+				zr, err := zlib.NewReader(br)
+				if err != nil {
+					return nil, fmt.Errorf("decoding deflate body: %w", err)
+				}
+				r = zr
+			} else {
+				r = flate.NewReader(br)
+			}
+		case "br":
+			r = brotli.NewReader(r)
+		case "zstd":
+			zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxZstdWindow), zstd.WithDecoderLowmem(true))
+			if err != nil {
+				return nil, fmt.Errorf("decoding zstd body: %w", err)
+			}
+			closers = append(closers, zr.Close)
+			r = zr
+		}
+	}
+	return &decodedBody{Reader: r, src: body, closers: closers}, nil
+}
+
+// decodedBody is a decoded response body.
+type decodedBody struct {
+	io.Reader
+	src     io.Closer
+	closers []func()
+}
+
+func (d *decodedBody) Close() error {
+	for _, c := range d.closers {
+		c()
+	}
+	return d.src.Close()
+}
 
 // readCloser pairs a transformed reader with the original body's Close.
 type readCloser struct {

@@ -7,8 +7,12 @@ import (
 	"compress/zlib"
 	"errors"
 	"io"
+	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/zstd"
 )
 
 type codec struct {
@@ -77,16 +81,12 @@ func TestRewriterBodyCompressed(t *testing.T) {
 				t.Fatalf("err = %v, want ErrUnauthorized", err)
 			}
 		})
-		t.Run(c.name+" redactor decodes, redacts and re-encodes", func(t *testing.T) {
-			body, ok := tab.Redactor([]string{openaiPH}).Body(io.NopCloser(bytes.NewReader(c.encode([]byte(want)))), c.enc)
-			if !ok {
-				t.Fatal("ok = false")
+		t.Run(c.name+" redactor decodes and redacts, and hands on identity", func(t *testing.T) {
+			body, ok, err := tab.Redactor([]string{openaiPH}).Body(io.NopCloser(bytes.NewReader(c.encode([]byte(want)))), c.enc)
+			if !ok || err != nil {
+				t.Fatal(ok, err)
 			}
-			dec, err := c.decode(body)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, _ := io.ReadAll(dec)
+			got, _ := io.ReadAll(body)
 			if string(got) != plain {
 				t.Error("redacted body differs")
 			}
@@ -128,16 +128,94 @@ func TestBodyUnknownEncoding(t *testing.T) {
 			t.Fatalf("err = %v, want ErrLeak", err)
 		}
 	})
-	t.Run("redactor leaves br untouched and says so", func(t *testing.T) {
-		in := io.NopCloser(strings.NewReader("x"))
-		body, ok := tab.Redactor([]string{openaiPH}).Body(in, "br")
-		if ok || body != in {
-			t.Error("br body was touched or reported as redacted")
+	t.Run("redactor refuses what it cannot decode and leaves it untouched", func(t *testing.T) {
+		for _, enc := range []string{"compress", "gzip, foo", "exi"} {
+			in := io.NopCloser(strings.NewReader("x"))
+			body, ok, _ := tab.Redactor([]string{openaiPH}).Body(in, enc)
+			if ok || body != in {
+				t.Errorf("%q: body was touched or reported as decodable", enc)
+			}
 		}
 	})
-	for enc, want := range map[string]bool{"": true, "identity": true, "GZIP": true, "x-gzip": true, "deflate": true, "br": false, "zstd": false, "gzip, br": false} {
+	for enc, want := range map[string]bool{"": true, "identity": true, "GZIP": true, "x-gzip": true, "deflate": true, "br": true, "zstd": true,
+		"gzip, br": true, "identity, identity": true, "compress": false, "gzip, compress": false, "x-custom": false} {
 		if CanDecode(enc) != want {
 			t.Errorf("CanDecode(%q) = %v", enc, !want)
 		}
 	}
+	for enc, want := range map[string]bool{"gzip": true, "deflate": true, "br": false, "zstd": false} {
+		if CanSwap(enc) != want {
+			t.Errorf("CanSwap(%q) = %v", enc, !want)
+		}
+	}
+}
+
+func TestRedactorDecodesEveryResponseCoding(t *testing.T) {
+	tab := testTable(t)
+	red := tab.Redactor(tab.Names())
+	plain := []byte(`{"echo":"` + openaiValue + `"}`)
+	br := func(b []byte) []byte {
+		var buf bytes.Buffer
+		w := brotli.NewWriter(&buf)
+		w.Write(b)
+		w.Close()
+		return buf.Bytes()
+	}
+	zs := func(b []byte) []byte {
+		w, _ := zstd.NewWriter(nil)
+		return w.EncodeAll(b, nil)
+	}
+	gz := func(b []byte) []byte {
+		var buf bytes.Buffer
+		w := gzip.NewWriter(&buf)
+		w.Write(b)
+		w.Close()
+		return buf.Bytes()
+	}
+	id := func(b []byte) []byte { return b }
+	cases := []struct {
+		name, enc string
+		encode    func([]byte) []byte
+	}{
+		{"brotli", "br", br},
+		{"zstd", "zstd", zs},
+		{"identity twice", "identity, identity", id},
+		{"gzip then brotli", "gzip, br", func(b []byte) []byte { return br(gz(b)) }},
+		{"zstd then gzip", "zstd, gzip", func(b []byte) []byte { return gz(zs(b)) }},
+	}
+	for _, c := range cases {
+		t.Run("a value in a "+c.name+" response is redacted", func(t *testing.T) {
+			resp := &http.Response{Header: http.Header{"Content-Encoding": {c.enc}}, ContentLength: -1,
+				Body: io.NopCloser(bytes.NewReader(c.encode(plain)))}
+			ok, err := red.Response(resp)
+			if !ok || err != nil {
+				t.Fatal(ok, err)
+			}
+			got, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertNoValue(t, "response", got)
+			if string(got) != `{"echo":"`+openaiPH+`"}` || resp.Header.Get("Content-Encoding") != "" {
+				t.Errorf("got %q, Content-Encoding %q", got, resp.Header.Get("Content-Encoding"))
+			}
+		})
+	}
+	t.Run("an undecodable response is reported, not passed", func(t *testing.T) {
+		resp := &http.Response{Header: http.Header{"Content-Encoding": {"compress"}}, ContentLength: -1, Body: io.NopCloser(strings.NewReader(openaiValue))}
+		if ok, _ := red.Response(resp); ok {
+			t.Fatal("ok = true for compress")
+		}
+	})
+	t.Run("a corrupt brotli body ends in an error", func(t *testing.T) {
+		resp := &http.Response{Header: http.Header{"Content-Encoding": {"br"}}, ContentLength: -1, Body: io.NopCloser(strings.NewReader("\xff\xff not brotli " + openaiValue))}
+		if ok, err := red.Response(resp); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		if err == nil {
+			t.Fatalf("no error (got %d bytes)", len(got))
+		}
+		assertNoValue(t, "corrupt brotli", got)
+	})
 }

@@ -19,7 +19,7 @@ import (
 type Redactor struct {
 	t       *Table
 	needles []needle // longest first
-	max     int
+	m       *matcher
 }
 
 // Redactor returns a Redactor for the secrets named (placeholders, as from
@@ -32,10 +32,10 @@ func (t *Table) Redactor(names []string) *Redactor {
 	for _, n := range t.needles {
 		if slices.Contains(names, t.secrets[n.secret].Name) {
 			d.needles = append(d.needles, n)
-			d.max = max(d.max, len(n.text))
 		}
 	}
 	slices.SortStableFunc(d.needles, func(a, b needle) int { return len(b.text) - len(a.text) })
+	d.m = newMatcher(d.needles)
 	return d
 }
 
@@ -47,51 +47,46 @@ func (d *Redactor) String(s string) string {
 	if !d.Active() {
 		return s
 	}
-	found := false
-	for _, n := range d.needles {
-		if strings.Contains(s, n.text) {
-			found = true
-			break
-		}
-	}
-	if !found {
+	b := []byte(s)
+	ms := d.m.find(nil, b, 0, len(b), &scratch{})
+	if len(ms) == 0 {
 		return s
 	}
-	out, _, _ := d.step()(nil, []byte(s), 0, len(s))
+	out, _ := d.replace(nil, b, 0, len(b), ms)
 	return string(out)
+}
+
+// replace appends win[start:limit] to dst with the matches replaced,
+// leftmost then longest first, and returns the index up to which win is
+// consumed (past limit when a match crosses it).
+func (d *Redactor) replace(dst, win []byte, start, limit int, ms []match) ([]byte, int) {
+	leftmostLongest(ms)
+	i := start
+	for _, m := range ms {
+		if m.start < i {
+			continue // overlaps what was already replaced
+		}
+		dst = append(dst, win[i:m.start]...)
+		dst = append(dst, d.t.secrets[d.needles[m.k].secret].Name...)
+		i = m.end
+	}
+	if i < limit {
+		dst = append(dst, win[i:limit]...)
+		i = limit
+	}
+	return dst, i
 }
 
 // step returns a stepFunc with its own scratch space.
 func (d *Redactor) step() stepFunc {
-	next := make([]int, len(d.needles))
+	var ms []match
+	var sc scratch
 	return func(dst, win []byte, start, limit int) ([]byte, int, error) {
-		// next[k]: where needle k next occurs at or after i (-1: nowhere in
-		// win), so each needle is searched once per occurrence, not per match.
-		for k := range next {
-			next[k] = -2
+		ms = d.m.find(ms[:0], win, start, limit, &sc)
+		if len(ms) == 0 {
+			return append(dst, win[start:limit]...), limit, nil
 		}
-		i := start
-		for i < limit {
-			best, bestK := -1, -1
-			for k, n := range d.needles {
-				if next[k] == -2 || (next[k] >= 0 && next[k] < i) {
-					next[k] = -1
-					if j := bytes.Index(win[i:], n.bytes); j >= 0 {
-						next[k] = i + j
-					}
-				}
-				// Needles are sorted longest first: on a tie, keep the earlier.
-				if p := next[k]; p >= 0 && p < limit && (best < 0 || p < best) {
-					best, bestK = p, k
-				}
-			}
-			if best < 0 {
-				return append(dst, win[i:limit]...), limit, nil
-			}
-			dst = append(dst, win[i:best]...)
-			dst = append(dst, d.t.secrets[d.needles[bestK].secret].Name...)
-			i = best + len(d.needles[bestK].text)
-		}
+		dst, i := d.replace(dst, win, start, limit, ms)
 		return dst, i, nil
 	}
 }
@@ -102,7 +97,7 @@ func (d *Redactor) Reader(src io.Reader) io.Reader {
 	if !d.Active() {
 		return src
 	}
-	return &streamReader{s: newStream(src, d.step(), d.max-1, 0)}
+	return &streamReader{s: newStream(src, d.step(), d.m.hold(), 0)}
 }
 
 // Header redacts every header name and value in place. A name that changes is
@@ -122,29 +117,35 @@ func (d *Redactor) Header(h http.Header) {
 	}
 }
 
-// Body redacts a response body with the given Content-Encoding: identity,
-// gzip and deflate are decoded, redacted and re-encoded as a stream (ok true).
-// Other encodings are returned untouched with ok false: the caller should
-// not let such a body reach the app from a host that received a secret —
-// send Accept-Encoding: AcceptEncoding upstream so it does not happen.
-func (d *Redactor) Body(body io.ReadCloser, contentEncoding string) (io.ReadCloser, bool) {
-	c := parseCoding(contentEncoding)
+// Body decodes a response body with the given Content-Encoding (every layer
+// CanDecode knows) and redacts it as a stream. The result is the identity
+// body: the caller drops Content-Encoding (Response does). ok is false, and
+// body is returned untouched, when the coding cannot be decoded: such a body
+// must be withheld, since it could carry a value unseen.
+func (d *Redactor) Body(body io.ReadCloser, contentEncoding string) (io.ReadCloser, bool, error) {
+	layers, ok := parseCodings(contentEncoding)
+	if !ok {
+		return body, false, nil
+	}
 	if !d.Active() || body == nil {
-		return body, true
+		return body, true, nil
 	}
-	switch c {
-	case codingIdentity:
-		return &readCloser{Reader: d.Reader(body), c: body}, true
-	case codingUnknown:
-		return body, false
+	if len(layers) > 0 {
+		dec, err := decodeLayers(body, layers)
+		if err != nil {
+			return body, true, err
+		}
+		body = dec
 	}
-	return transcode(body, c, d.Reader), true
+	return &readCloser{Reader: d.Reader(body), c: body}, true, nil
 }
 
-// Response redacts resp's headers and body and keeps Content-Length right
-// (exact for bodies of known length up to MaxBufferedBody, removed
-// otherwise). It reports false when the body's encoding could not be decoded
-// and so was not redacted.
+// Response redacts resp's headers and body. A coded body is decoded and
+// passed on as identity (Content-Encoding removed: decoding once is cheaper
+// than decoding and encoding again). An identity body of known length up to
+// MaxBufferedBody keeps an exact Content-Length; others lose it. It reports
+// false, leaving the body alone, when the coding cannot be decoded: the
+// caller must not pass such a body on.
 func (d *Redactor) Response(resp *http.Response) (bool, error) {
 	if !d.Active() {
 		return true, nil
@@ -154,19 +155,19 @@ func (d *Redactor) Response(resp *http.Response) (bool, error) {
 		return true, nil
 	}
 	enc := resp.Header.Get("Content-Encoding")
-	if !CanDecode(enc) {
+	if vs := resp.Header.Values("Content-Encoding"); len(vs) > 1 {
+		enc = strings.Join(vs, ", ")
+	}
+	layers, ok := parseCodings(enc)
+	if !ok {
 		return false, nil
 	}
-	if resp.ContentLength >= 0 && resp.ContentLength <= MaxBufferedBody {
+	if len(layers) == 0 && resp.ContentLength >= 0 && resp.ContentLength <= MaxBufferedBody {
 		data, err := readBody(resp.Body, resp.ContentLength)
 		if err != nil {
 			return true, err
 		}
-		body, _ := d.Body(io.NopCloser(bytes.NewReader(data)), enc)
-		out, err := io.ReadAll(body)
-		if err != nil {
-			return true, fmt.Errorf("redacting the response body: %w", err)
-		}
+		out := []byte(d.String(string(data)))
 		resp.Body = io.NopCloser(bytes.NewReader(out))
 		resp.ContentLength = int64(len(out))
 		if resp.Header.Get("Content-Length") != "" {
@@ -174,7 +175,12 @@ func (d *Redactor) Response(resp *http.Response) (bool, error) {
 		}
 		return true, nil
 	}
-	resp.Body, _ = d.Body(resp.Body, enc)
+	body, _, err := d.Body(resp.Body, enc)
+	if err != nil {
+		return true, fmt.Errorf("redacting the response body: %w", err)
+	}
+	resp.Body = body
+	resp.Header.Del("Content-Encoding")
 	resp.ContentLength = -1
 	resp.Header.Del("Content-Length")
 	return true, nil

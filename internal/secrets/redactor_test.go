@@ -2,6 +2,7 @@ package secrets
 
 import (
 	"encoding/base64"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -82,4 +83,38 @@ func TestRedactorReaderEqualsStringForEverySplit(t *testing.T) {
 	if string(got) != want {
 		t.Fatalf("one byte reads: got %q, want %q", got, want)
 	}
+}
+
+func TestRedactorFindsLineBrokenBase64AtEveryAlignment(t *testing.T) {
+	tab := testTable(t)
+	d := tab.Redactor(tab.Names())
+	strip := strings.NewReplacer("\r", "", "\n", "", " ", "", `\n`, "", `\r`, "")
+	for _, w := range []int{60, 64, 76} {
+		for _, sep := range []string{"\n", "\r\n", `\n`, "\n    "} {
+			t.Run(fmt.Sprintf("wrapped every %d with %q", w, sep), func(t *testing.T) {
+				for lead := 0; lead < w+3; lead++ {
+					doc := strings.Repeat("a", lead) + openaiValue + " and " + githubValue + " end"
+					enc := base64.StdEncoding.EncodeToString([]byte(doc))
+					var lines []string
+					for len(enc) > w {
+						lines, enc = append(lines, enc[:w]), enc[w:]
+					}
+					in := `{"content":"` + strings.Join(append(lines, enc), sep) + `"}`
+					got := d.String(in)
+					if _, found := tab.ContainsValue([]byte(strip.Replace(got))); found {
+						t.Fatalf("lead %d: a value survived in %q", lead, got)
+					}
+					if r, _ := io.ReadAll(d.Reader(iotest.OneByteReader(strings.NewReader(in)))); string(r) != got {
+						t.Fatalf("lead %d: the stream differs from String", lead)
+					}
+				}
+			})
+		}
+	}
+	t.Run("text with line breaks and no value is returned as is", func(t *testing.T) {
+		in := strings.Repeat("The quick brown fox\njumps over the lazy dog\r\n", 200)
+		if got := d.String(in); got != in {
+			t.Error("text changed")
+		}
+	})
 }

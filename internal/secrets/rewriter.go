@@ -379,7 +379,7 @@ func (r *Rewriter) escaped(s, sep, kv string, unescape func(string) (string, err
 // rewritten in memory (a violation anywhere in them is found before anything
 // is sent); others are streamed with Content-Length removed (chunked). A body
 // whose Content-Encoding cannot be decoded is passed on untouched but still
-// guarded against real values; check CanDecode to log it.
+// guarded against real values; check CanSwap to log it.
 func (r *Rewriter) Request(req *http.Request) error {
 	if !r.active() {
 		return nil

@@ -53,7 +53,7 @@ func (d *Redactor) WebSocket(src io.Reader) io.Reader {
 		return src
 	}
 	return newWSReader(src, false, func(m io.Reader) *stream {
-		s := newStream(m, d.step(), d.max-1, 0)
+		s := newStream(m, d.step(), d.m.hold(), 0)
 		s.zeroOK = true
 		return s
 	}, func(op byte, payload []byte) ([]byte, error) {

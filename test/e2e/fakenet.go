@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"bytes"
+	"compress/gzip"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/zstd"
 	"github.com/miekg/dns"
 	"golang.org/x/net/icmp"
 
@@ -130,6 +134,8 @@ type Upstream struct {
 
 	storeMu sync.Mutex
 	stored  []byte // the last body POSTed to /store, served back by /stored
+
+	peers map[string]*Upstream // every upstream of the testbed, for /stored?from=
 }
 
 func (u *Upstream) String() string { return u.Name + " (" + u.IP + ")" }
@@ -200,9 +206,28 @@ func (u *Upstream) handler(port int, useTLS bool) http.Handler {
 		fmt.Fprint(w, "stored")
 	})
 	mux.HandleFunc("/stored", func(w http.ResponseWriter, r *http.Request) {
-		u.storeMu.Lock()
-		defer u.storeMu.Unlock()
-		w.Write(u.stored)
+		// ?from=HOST reads what was stored at another upstream (one service,
+		// two host names); ?as=FORM sends it back transformed (see
+		// storedAs); Range requests are honoured, as by any file server.
+		src := u
+		if from := r.URL.Query().Get("from"); from != "" {
+			if src = u.peers[from]; src == nil {
+				http.Error(w, "no such host", http.StatusNotFound)
+				return
+			}
+		}
+		if rg := r.Header.Get("Range"); rg != "" {
+			u.add("range %s", rg)
+		}
+		src.storeMu.Lock()
+		data := bytes.Clone(src.stored)
+		src.storeMu.Unlock()
+		body, enc, ctype := storedAs(data, r.URL.Query().Get("as"))
+		if enc != "" {
+			w.Header().Set("Content-Encoding", enc)
+		}
+		w.Header().Set("Content-Type", ctype)
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
 	})
 	mux.HandleFunc("/sse", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -263,6 +288,12 @@ func (u *Upstream) handler(port int, useTLS bool) http.Handler {
 				return
 			}
 			u.add("ws-message %s", p)
+			if from := u.peers[r.URL.Query().Get("from")]; from != nil {
+				// Answer with what another host of the service stored.
+				from.storeMu.Lock()
+				p = bytes.Clone(from.stored)
+				from.storeMu.Unlock()
+			}
 			if ws.WriteFrame(op, p) != nil {
 				return
 			}
@@ -396,4 +427,60 @@ func (d *FakeDNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		})
 	}
 	w.WriteMsg(resp)
+}
+
+// storedAs spells data the way real services hand stored content back:
+// compressed (gzip, br, zstd, stacked, or a coding nobody decodes), or as
+// line-wrapped base64 (MIME, PEM, GitHub's contents API).
+func storedAs(data []byte, form string) (body []byte, contentEncoding, contentType string) {
+	gz := func(b []byte) []byte {
+		var buf bytes.Buffer
+		w := gzip.NewWriter(&buf)
+		w.Write(b)
+		w.Close()
+		return buf.Bytes()
+	}
+	br := func(b []byte) []byte {
+		var buf bytes.Buffer
+		w := brotli.NewWriter(&buf)
+		w.Write(b)
+		w.Close()
+		return buf.Bytes()
+	}
+	zs := func(b []byte) []byte {
+		w, _ := zstd.NewWriter(nil)
+		defer w.Close()
+		return w.EncodeAll(b, nil)
+	}
+	wrap := func(b []byte, width int, sep string) string {
+		enc := base64.StdEncoding.EncodeToString(b)
+		var lines []string
+		for len(enc) > width {
+			lines, enc = append(lines, enc[:width]), enc[width:]
+		}
+		return strings.Join(append(lines, enc), sep)
+	}
+	const octets = "application/octet-stream"
+	switch form {
+	case "gzip":
+		return gz(data), "gzip", octets
+	case "br":
+		return br(data), "br", octets
+	case "zstd":
+		return zs(data), "zstd", octets
+	case "gzip,br":
+		return br(gz(data)), "gzip, br", octets
+	case "identity,identity":
+		return data, "identity, identity", octets
+	case "compress":
+		return data, "compress", octets // labelled with a coding no proxy decodes
+	case "mime":
+		return []byte(wrap(data, 76, "\r\n") + "\r\n"), "", "text/plain"
+	case "pem":
+		return []byte("-----BEGIN DATA-----\n" + wrap(data, 64, "\n") + "\n-----END DATA-----\n"), "", "text/plain"
+	case "github":
+		j, _ := json.Marshal(map[string]string{"encoding": "base64", "content": wrap(data, 60, "\n") + "\n"})
+		return j, "", "application/json"
+	}
+	return data, "", octets
 }

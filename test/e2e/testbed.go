@@ -221,7 +221,7 @@ func (tb *Testbed) startFakeInternet() error {
 
 	return tb.inNetns(tb.Net, func() error {
 		for _, h := range fakeHosts {
-			u := &Upstream{Name: h.Name, IP: h.IP}
+			u := &Upstream{Name: h.Name, IP: h.IP, peers: tb.Hosts}
 			tb.Hosts[h.Name] = u
 			signer := ca
 			if h.BadCert {
