@@ -16,8 +16,8 @@
 //	if err := rw.Request(req); err != nil {     // URL, headers (incl. Basic), body
 //		var v *secrets.Violation                // → 403, reason v.Error()
 //	}
-//	red := tab.Redactor(rw.Used())              // per response: real value → placeholder
-//	red.Response(resp)
+//	red := tab.Redactor(tab.Names())            // once: every real value → its placeholder
+//	ok, err := red.Response(resp)               // per response, from any host; !ok or err: withhold it
 //
 // What is substituted: the request target (path segments and query parameters
 // are percent-decoded, swapped and re-escaped, so "PLACEHOLDER%5FSECRET…" is
@@ -26,12 +26,18 @@
 // (streamed, placeholders split across reads are found), and outbound
 // WebSocket messages (across the frames of one message).
 //
-// What is not substituted, with reasons: bodies in other encodings (br, zstd:
-// no decoder in the standard library; they are still scanned for real values
-// and the caller logs them), header names and the Host (a placeholder there is
+// What is not substituted, with reasons: request bodies in other encodings
+// (br, zstd: swapping would mean re-encoding them; they are still scanned for
+// real values and the caller logs them), header names and the Host (a placeholder there is
 // a Violation: no legitimate use), trailers (they arrive after the request
 // hook), and compressed WebSocket frames (permessage-deflate: the caller must
 // strip Sec-WebSocket-Extensions; such frames are an error).
+//
+// Redaction runs over responses from every host: one pass of a gram-sampling
+// matcher over every spelling of every value (raw, escaped, base64 at each
+// alignment, also broken into lines), after decoding gzip, deflate, br, zstd
+// and stacked codings; a coding it cannot decode is reported so the caller
+// can withhold the body.
 //
 // The leak guard refuses, for any host, input that carries a real value in
 // raw, percent-escaped, JSON-escaped or base64 form; SuspectLeaks names
