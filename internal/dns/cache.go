@@ -16,7 +16,6 @@ const (
 type cacheKey struct {
 	name          string // canonical (lower case, trailing dot)
 	qtype, qclass uint16
-	do            bool
 }
 
 type cacheEntry struct {
@@ -96,7 +95,19 @@ func (c *answerCache) put(k cacheKey, m *miekg.Msg, now time.Time) {
 	c.m[k] = cacheEntry{msg: m.Copy(), stored: now, expires: now.Add(d)}
 }
 
+// minTTL is how long m may be cached: the smallest TTL of its records, and
+// for a negative answer (NXDOMAIN, or NOERROR without answers) the SOA's
+// min(TTL, MINIMUM) as RFC 2308 says; a negative answer without SOA is not
+// cached.
 func minTTL(m *miekg.Msg) (uint32, bool) {
+	if m.Rcode == miekg.RcodeNameError || len(m.Answer) == 0 {
+		for _, rr := range m.Ns {
+			if soa, ok := rr.(*miekg.SOA); ok {
+				return min(soa.Hdr.Ttl, soa.Minttl), true
+			}
+		}
+		return 0, false
+	}
 	var ttl uint32
 	found := false
 	for _, section := range [][]miekg.RR{m.Answer, m.Ns} {

@@ -88,6 +88,7 @@ func (r *recorder) last(t *testing.T) flowlog.Event {
 type seen struct {
 	name, net string
 	qtype     uint16
+	msg       *miekg.Msg // the whole query, as it arrived
 }
 
 // upstream is a fake resolver on loopback answering from a zone of records.
@@ -109,7 +110,7 @@ func (u *upstream) ServeDNS(w miekg.ResponseWriter, r *miekg.Msg) {
 	}
 	name := miekg.CanonicalName(q.Name)
 	u.mu.Lock()
-	u.questions = append(u.questions, seen{name: q.Name, net: netw, qtype: q.Qtype})
+	u.questions = append(u.questions, seen{name: q.Name, net: netw, qtype: q.Qtype, msg: r.Copy()})
 	tc := u.tcOverUDP[name] && netw == "udp"
 	u.mu.Unlock()
 
@@ -127,6 +128,11 @@ func (u *upstream) ServeDNS(w miekg.ResponseWriter, r *miekg.Msg) {
 	rrs, ok := u.zone[name]
 	if !ok {
 		m.Rcode = miekg.RcodeNameError
+		if strings.HasSuffix(name, ".soa.wild.test.") {
+			// A negative answer with its SOA: cacheable for min(TTL, MINIMUM) = 30 s.
+			soa, _ := miekg.NewRR("wild.test. 300 IN SOA ns.wild.test. host.wild.test. 1 7200 900 86400 30")
+			m.Ns = append(m.Ns, soa)
+		}
 	}
 	for _, rr := range rrs {
 		if rr.Header().Rrtype == q.Qtype || rr.Header().Rrtype == miekg.TypeCNAME {

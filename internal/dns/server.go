@@ -9,7 +9,13 @@
 //	...                                                              // drop privileges
 //	err = ls.Serve(ctx)                                              // until ctx is done
 //
-// Non-goals: caching, DNSSEC validation, zone transfers, ANY queries, filtering
+// What is forwarded carries no bits the agent chose beyond the allowed name:
+// a fresh query with the lower-case name, an ordinary type (others get
+// NOTIMP here), class IN, our own ID, header bits and EDNS. Answers, negative
+// ones included (for their SOA minimum, RFC 2308), are cached, bounded, so
+// repeats stay local.
+//
+// Non-goals: DNSSEC validation, zone transfers, ANY queries, filtering
 // CNAME targets (CDNs chain through names nobody would allowlist; the chain is
 // logged instead), and deciding anything itself — policy decides.
 package dns
@@ -212,16 +218,20 @@ func (s *Server) answer(r *miekg.Msg, tcp bool, ev *flowlog.Event) *miekg.Msg {
 	}
 
 	if !servedQuestion(q) {
-		// ANY (RFC 8482: large, unreliable, an amplification tool), zone transfers
-		// and other meta types are not lookups an app needs; NOTIMP says so
-		// without suggesting another server might do better.
+		// Other classes, ANY (RFC 8482), zone transfers, meta and private-use
+		// types are not lookups an app needs, and each would carry bits the
+		// agent chose; NOTIMP says so without suggesting another server might
+		// do better (REFUSED would send stub resolvers to the next one).
 		ev.Decision, ev.Reason = flowlog.Block, ReasonUnsupported
 		return errorReply(r, miekg.RcodeNotImplemented, opt)
 	}
 
 	// The policy was asked above, so a cached answer never outlives a reload
 	// that denies the name; cached answers pass the rebinding check again below.
-	key := cacheKey{name: miekg.CanonicalName(q.Name), qtype: q.Qtype, qclass: q.Qclass, do: opt != nil && opt.Do()}
+	// What goes upstream is canonical: the lower-case name, so the agent's
+	// 0x20 case bits stay here (its spelling is restored in the reply).
+	canon := miekg.Question{Name: miekg.CanonicalName(q.Name), Qtype: q.Qtype, Qclass: miekg.ClassINET}
+	key := cacheKey{name: canon.Name, qtype: canon.Qtype, qclass: canon.Qclass}
 	resp := s.answers().get(key, time.Now())
 	if resp != nil {
 		ev.Detail[DetailCache] = "hit"
@@ -232,7 +242,7 @@ func (s *Server) answer(r *miekg.Msg, tcp bool, ev *flowlog.Event) *miekg.Msg {
 			return errorReply(r, miekg.RcodeServerFailure, opt)
 		}
 		var err error
-		resp, err = s.forward(q, opt, tcp, ev)
+		resp, err = s.forward(canon, tcp, ev)
 		release()
 		if err != nil {
 			ev.Detail[DetailError] = err.Error()
@@ -273,18 +283,19 @@ func (s *Server) decide(host string) policy.Decision {
 
 // forward asks the upstream resolver q, over the client's transport; a
 // truncated UDP answer is retried over TCP (miekg's client does not fall back).
-func (s *Server) forward(q miekg.Question, opt *miekg.OPT, tcp bool, ev *flowlog.Event) (*miekg.Msg, error) {
+func (s *Server) forward(q miekg.Question, tcp bool, ev *flowlog.Event) (*miekg.Msg, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout())
 	defer cancel()
 
-	// A fresh query: only the question and the DO bit travel upstream. The
-	// client's ID, EDNS options and extra records stay here, so they can
-	// neither carry data out nor weaken spoofing resistance.
+	// A fresh query: only the canonical question travels upstream. The
+	// client's ID, header bits (CD, AD), DO bit, EDNS options and extra
+	// records stay here, so they can neither carry data out nor weaken
+	// spoofing resistance. Every bit of m is ours.
 	m := new(miekg.Msg)
 	m.Id = miekg.Id()
 	m.RecursionDesired = true
 	m.Question = []miekg.Question{q}
-	m.SetEdns0(ednsSize, opt != nil && opt.Do())
+	m.SetEdns0(ednsSize, false)
 	ev.BytesOut = int64(m.Len())
 
 	ex := s.udp()
@@ -338,6 +349,7 @@ func checkReply(query, resp *miekg.Msg) error {
 func (s *Server) clientReply(r, resp *miekg.Msg, opt *miekg.OPT, tcp bool) *miekg.Msg {
 	resp.Id = r.Id
 	resp.Question = []miekg.Question{r.Question[0]} // the client's spelling (0x20 case)
+	restoreCase(resp.Answer, r.Question[0].Name)
 	resp.RecursionDesired = r.RecursionDesired
 	resp.RecursionAvailable = true
 	resp.Truncated = false
@@ -461,18 +473,30 @@ func logAnswers(resp *miekg.Msg, ev *flowlog.Event) {
 	}
 }
 
-// servedQuestion reports whether q is a lookup we forward: class IN and a data type.
+// forwardedTypes are the query types an app's lookups need. Nothing else is
+// forwarded: a type number is 16 bits the agent would choose, and the
+// upstream (or whoever watches it) would read them.
+var forwardedTypes = map[uint16]bool{
+	miekg.TypeA: true, miekg.TypeAAAA: true, miekg.TypeCNAME: true, miekg.TypeHTTPS: true,
+	miekg.TypeSVCB: true, miekg.TypeMX: true, miekg.TypeTXT: true, miekg.TypeSRV: true,
+	miekg.TypeCAA: true, miekg.TypeNS: true, miekg.TypeSOA: true, miekg.TypePTR: true,
+}
+
+// restoreCase gives records owned by the question name the client's
+// spelling of it, as a resolver that echoes 0x20 case would.
+func restoreCase(rrs []miekg.RR, name string) {
+	canon := miekg.CanonicalName(name)
+	for _, rr := range rrs {
+		if h := rr.Header(); h.Name == canon {
+			h.Name = miekg.Fqdn(name)
+		}
+	}
+}
+
+// servedQuestion reports whether q is a lookup we forward: class IN and an
+// ordinary type.
 func servedQuestion(q miekg.Question) bool {
-	if q.Qclass != miekg.ClassINET {
-		return false
-	}
-	switch t := q.Qtype; {
-	case t == miekg.TypeNone, t == miekg.TypeOPT:
-		return false
-	case t >= 128 && t <= 255: // meta types and QTYPEs (RFC 6895 3.1): TKEY, TSIG, IXFR, AXFR, MAILB, MAILA, ANY
-		return false
-	}
-	return true
+	return q.Qclass == miekg.ClassINET && forwardedTypes[q.Qtype]
 }
 
 // clientEDNS returns the client's OPT record; more than one is malformed (RFC 6891 6.1.1).

@@ -557,3 +557,125 @@ func TestPanicCostsOneQuery(t *testing.T) {
 type panicPolicy struct{}
 
 func (panicPolicy) Decide(string, int) policy.Decision { panic("unimplemented") }
+
+// TestForwardedQuestionCarriesNoAgentBits plays an agent that tries to hide
+// data in what our resolver asks upstream: the case of the name, the type,
+// the class, header bits and EDNS. Only a canonical question may leave.
+func TestForwardedQuestionCarriesNoAgentBits(t *testing.T) {
+	t.Run("the name goes upstream in lower case and comes back in the agent's case", func(t *testing.T) {
+		h := newHarness(t, nil)
+		r := h.query(t, "udp", "AlLoWeD.TeSt.", miekg.TypeA, 1232)
+		if r.Rcode != miekg.RcodeSuccess || len(r.Answer) != 1 {
+			t.Fatalf("reply %v", r)
+		}
+		if r.Question[0].Name != "AlLoWeD.TeSt." || r.Answer[0].Header().Name != "AlLoWeD.TeSt." {
+			t.Errorf("reply spells %q / %q, want the agent's case", r.Question[0].Name, r.Answer[0].Header().Name)
+		}
+		for _, s := range h.up.seen() {
+			if s.name != "allowed.test." {
+				t.Errorf("upstream saw %q, want allowed.test.", s.name)
+			}
+		}
+	})
+	t.Run("unusual types and classes are answered here and never forwarded", func(t *testing.T) {
+		h := newHarness(t, nil)
+		for _, c := range []struct {
+			name          string
+			qtype, qclass uint16
+		}{
+			{"private-use type 65400", 65400, miekg.ClassINET},
+			{"unassigned type 300", 300, miekg.ClassINET},
+			{"NULL", miekg.TypeNULL, miekg.ClassINET},
+			{"ANY", miekg.TypeANY, miekg.ClassINET},
+			{"class CHAOS", miekg.TypeTXT, miekg.ClassCHAOS},
+			{"class ANY", miekg.TypeA, miekg.ClassANY},
+		} {
+			m := new(miekg.Msg)
+			m.SetQuestion("allowed.test.", c.qtype)
+			m.Question[0].Qclass = c.qclass
+			if r := h.exchange(t, "udp", m); r.Rcode != miekg.RcodeNotImplemented {
+				t.Errorf("%s: rcode %s, want NOTIMP", c.name, miekg.RcodeToString[r.Rcode])
+			}
+		}
+		if n := len(h.up.seen()); n != 0 {
+			t.Errorf("upstream saw %d questions, want none: %v", n, h.up.seen())
+		}
+	})
+	t.Run("ordinary types are forwarded", func(t *testing.T) {
+		h := newHarness(t, nil)
+		for _, qt := range []uint16{miekg.TypeA, miekg.TypeAAAA, miekg.TypeCNAME, miekg.TypeHTTPS, miekg.TypeSVCB, miekg.TypeMX,
+			miekg.TypeTXT, miekg.TypeSRV, miekg.TypeCAA, miekg.TypeNS, miekg.TypeSOA, miekg.TypePTR} {
+			if r := h.query(t, "udp", "allowed.test.", qt, 0); r.Rcode == miekg.RcodeNotImplemented {
+				t.Errorf("%s refused", miekg.TypeToString[qt])
+			}
+		}
+		if n := len(h.up.seen()); n != 12 {
+			t.Errorf("upstream saw %d questions, want 12", n)
+		}
+	})
+	t.Run("header bits, the DO bit and EDNS options stay here", func(t *testing.T) {
+		h := newHarness(t, nil)
+		m := new(miekg.Msg)
+		m.SetQuestion("allowed.test.", miekg.TypeTXT)
+		m.Id = 0x5EC2
+		m.CheckingDisabled, m.AuthenticatedData = true, true
+		m.SetEdns0(4000, true)
+		opt := m.IsEdns0()
+		opt.Option = append(opt.Option,
+			&miekg.EDNS0_SUBNET{Code: miekg.EDNS0SUBNET, Family: 1, SourceNetmask: 24, Address: net.ParseIP("198.51.100.0").To4()},
+			&miekg.EDNS0_COOKIE{Code: miekg.EDNS0COOKIE, Cookie: "0102030405060708"},
+			&miekg.EDNS0_LOCAL{Code: 65001, Data: []byte("exfiltrated")})
+		if r := h.exchange(t, "udp", m); r.Rcode != miekg.RcodeSuccess {
+			t.Fatalf("rcode %s", miekg.RcodeToString[r.Rcode])
+		}
+		seen := h.up.seen()
+		if len(seen) != 1 {
+			t.Fatalf("upstream saw %d queries", len(seen))
+		}
+		up := seen[0].msg
+		if up.Id == m.Id || up.CheckingDisabled || up.AuthenticatedData || len(up.Extra) != 1 {
+			t.Errorf("upstream query copied agent bits: id %#x cd %v ad %v extra %v", up.Id, up.CheckingDisabled, up.AuthenticatedData, up.Extra)
+		}
+		uo := up.IsEdns0()
+		if uo == nil || uo.Do() || len(uo.Option) != 0 || uo.UDPSize() != ednsSize {
+			t.Errorf("upstream OPT = %v, want ours: no DO, no options, size %d", uo, ednsSize)
+		}
+	})
+	t.Run("a negative answer is cached for its SOA minimum, so a repeat stays here", func(t *testing.T) {
+		h := newHarness(t, nil)
+		for range 3 {
+			if r := h.query(t, "udp", "nothing.soa.wild.test.", miekg.TypeA, 0); r.Rcode != miekg.RcodeNameError {
+				t.Fatalf("rcode %s, want NXDOMAIN", miekg.RcodeToString[r.Rcode])
+			}
+		}
+		if n := len(h.up.seen()); n != 1 {
+			t.Errorf("upstream asked %d times, want once", n)
+		}
+	})
+}
+
+func TestNegativeTTLIsTheSOAMinimum(t *testing.T) {
+	soa := func(ttl, minimum uint32) miekg.RR {
+		return &miekg.SOA{Hdr: miekg.RR_Header{Name: "test.", Rrtype: miekg.TypeSOA, Class: miekg.ClassINET, Ttl: ttl}, Ns: "ns.test.", Mbox: "h.test.", Minttl: minimum}
+	}
+	a, _ := miekg.NewRR("x.test. 60 IN A 198.51.100.1")
+	for _, c := range []struct {
+		name  string
+		msg   *miekg.Msg
+		ttl   uint32
+		cache bool
+	}{
+		{"NXDOMAIN: the SOA's MINIMUM when smaller", &miekg.Msg{MsgHdr: miekg.MsgHdr{Rcode: miekg.RcodeNameError}, Ns: []miekg.RR{soa(300, 30)}}, 30, true},
+		{"NXDOMAIN: the SOA's TTL when smaller", &miekg.Msg{MsgHdr: miekg.MsgHdr{Rcode: miekg.RcodeNameError}, Ns: []miekg.RR{soa(10, 30)}}, 10, true},
+		{"NODATA: the SOA as well", &miekg.Msg{Ns: []miekg.RR{soa(300, 45)}}, 45, true},
+		{"a negative answer without SOA is not cached", &miekg.Msg{MsgHdr: miekg.MsgHdr{Rcode: miekg.RcodeNameError}}, 0, false},
+		{"an answer: its smallest TTL", &miekg.Msg{Answer: []miekg.RR{a}}, 60, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ttl, ok := minTTL(c.msg)
+			if ttl != c.ttl || ok != c.cache {
+				t.Errorf("minTTL = %d, %v; want %d, %v", ttl, ok, c.ttl, c.cache)
+			}
+		})
+	}
+}
