@@ -404,7 +404,13 @@ func (d *FakeDNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		return
 	}
 	q := req.Question[0]
-	d.add("%s %s %s from %s", w.LocalAddr().Network(), q.Name, dns.TypeToString[q.Qtype], w.RemoteAddr())
+	// What else the query carried (bits a resolver might pass on for the agent).
+	do, opts := false, 0
+	if opt := req.IsEdns0(); opt != nil {
+		do, opts = opt.Do(), len(opt.Option)
+	}
+	d.add("%s %s %s from %s class=%s do=%v opts=%d cd=%v ad=%v", w.LocalAddr().Network(), q.Name, dns.Type(q.Qtype), w.RemoteAddr(),
+		dns.Class(q.Qclass), do, opts, req.CheckingDisabled, req.AuthenticatedData)
 	if d.Down.Load() {
 		return
 	}
@@ -420,6 +426,11 @@ func (d *FakeDNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	switch {
 	case !ok:
 		resp.Rcode = dns.RcodeNameError
+		if dns.IsSubDomain("neg.test.", dns.CanonicalName(q.Name)) {
+			// With the zone's SOA, as real servers send: cacheable for 30 s (RFC 2308).
+			soa, _ := dns.NewRR("neg.test. 300 IN SOA ns.neg.test. host.neg.test. 1 7200 900 86400 30")
+			resp.Ns = append(resp.Ns, soa)
+		}
 	case q.Qtype == dns.TypeA:
 		resp.Answer = append(resp.Answer, &dns.A{
 			Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: ttl},
