@@ -64,6 +64,7 @@ const (
 	gramLen   = 8
 	bitsLog2  = 16
 	gramMul   = 0x9E3779B97F4A7C15
+	gramMul2  = 0xC2B2AE3D27D4EB4F
 	maxSpread = 2 // a line-broken spelling may span up to maxSpread × its length
 	minRun    = 8 // needle characters around a separator before it is looked at
 )
@@ -139,6 +140,24 @@ func newMatcher(needles []needle) *matcher {
 	return m
 }
 
+// nextCandidate returns the first sample p, p+step, … below end whose gram
+// may be a needle's (its bit is set), or -1. It runs on every sample, so it
+// is a small leaf function the compiler keeps in registers.
+func nextCandidate(bits *[1 << (bitsLog2 - 6)]uint64, win []byte, p, end, step int, wide bool) int {
+	for ; p < end; p += step {
+		g0 := binary.LittleEndian.Uint64(win[p:])
+		var g1 uint64
+		if wide {
+			g1 = binary.LittleEndian.Uint64(win[p+gramLen:])
+		}
+		h := (g0 ^ (g1 * gramMul2)) * gramMul
+		if b := h >> (64 - bitsLog2); bits[b>>6]&(1<<(b&63)) != 0 {
+			return p
+		}
+	}
+	return -1
+}
+
 // gram reads the gram at the start of b (len(b) >= m.glen).
 func (m *matcher) gram(b []byte) [2]uint64 {
 	g := [2]uint64{binary.LittleEndian.Uint64(b)}
@@ -148,7 +167,7 @@ func (m *matcher) gram(b []byte) [2]uint64 {
 	return g
 }
 
-func gramHash(g [2]uint64) uint64 { return (g[0] ^ (g[1] * 0xC2B2AE3D27D4EB4F)) * gramMul }
+func gramHash(g [2]uint64) uint64 { return (g[0] ^ (g[1] * gramMul2)) * gramMul }
 
 // hold is how far past a decision point a match may reach: the stream keeps
 // this much undecided lookahead.
@@ -185,13 +204,14 @@ func (m *matcher) findContiguous(ms []match, win []byte, from, limit int, stripp
 	// An occurrence starting at x in [from, limit) contains the sample at
 	// the first p >= x, since p <= x+step-1 and p+glen <= x+minLen.
 	end := min(limit+step-1, len(win)-m.glen+1)
-	for p := from; p < end; p += step {
+	bits := (*[1 << (bitsLog2 - 6)]uint64)(m.bits)
+	wide := m.glen > gramLen
+	for p := from; ; p += step {
+		if p = nextCandidate(bits, win, p, end, step, wide); p < 0 {
+			break
+		}
 		g := m.gram(win[p:])
 		h := gramHash(g)
-		b := h >> (64 - bitsLog2)
-		if m.bits[b>>6]&(1<<(b&63)) == 0 {
-			continue
-		}
 		for i := h & m.mask; m.used[i]; i = (i + 1) & m.mask {
 			if m.keys[i] != g[0] || m.keys2[i] != g[1] {
 				continue

@@ -83,6 +83,11 @@ func (d *Redactor) step() stepFunc {
 	var sc scratch
 	return func(dst, win []byte, start, limit int) ([]byte, int, error) {
 		ms = d.m.find(ms[:0], win, start, limit, &sc)
+		if len(ms) == 0 && len(dst) == 0 {
+			// Nothing to replace: hand out the window itself (valid until
+			// the next read, which is all a stream promises) — no copy.
+			return win[start:limit:limit], limit, nil
+		}
 		if len(ms) == 0 {
 			return append(dst, win[start:limit]...), limit, nil
 		}

@@ -3,6 +3,7 @@ package secrets
 import (
 	"fmt"
 	"io"
+	"unsafe"
 )
 
 // chunkSize is how much one read from the source asks for.
@@ -96,11 +97,22 @@ func (s *stream) next() ([]byte, error) {
 			return nil, err
 		}
 	}
-	s.out = out
+	if len(out) > 0 && !aliases(out, s.win) {
+		s.out = out // keep the output buffer; a step may also hand back part of win, never kept
+	}
 	if s.srcErr != nil {
 		s.start = len(s.win)
 	}
 	return out, nil
+}
+
+// aliases reports whether a lies inside b's backing array.
+func aliases(a, b []byte) bool {
+	if cap(a) == 0 || cap(b) == 0 {
+		return false
+	}
+	a0, b0 := uintptr(unsafe.Pointer(unsafe.SliceData(a))), uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	return a0 >= b0 && a0 < b0+uintptr(cap(b))
 }
 
 // streamReader adapts a stream to io.Reader.
