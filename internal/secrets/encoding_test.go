@@ -219,3 +219,34 @@ func TestRedactorDecodesEveryResponseCoding(t *testing.T) {
 		assertNoValue(t, "corrupt brotli", got)
 	})
 }
+
+func TestRedactorPassesABodyCutShortAsCutShort(t *testing.T) {
+	tab := testTable(t)
+	red := tab.Redactor(tab.Names())
+	reset := errors.New("connection reset by peer")
+	// The upstream promised 100000 bytes, sent a redactable value, then the
+	// first half of another, then broke off.
+	// (The redactor keeps back a tail as long as the longest spelling it
+	// looks for; the filler puts the first value well before it.)
+	filler := strings.Repeat("x", 8<<10)
+	sent := "head " + openaiValue + " middle " + filler + openaiValue[:len(openaiValue)/2]
+	resp := &http.Response{Header: http.Header{"Content-Length": {"100000"}}, ContentLength: 100000,
+		Body: io.NopCloser(io.MultiReader(strings.NewReader(sent), errorReader{reset}))}
+	ok, err := red.Response(resp)
+	if !ok || err != nil {
+		t.Fatalf("Response = %v, %v; a broken body is the app's to see, not a withheld answer", ok, err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	if !errors.Is(err, reset) {
+		t.Errorf("reading the body ended with %v; want the upstream's reset, so the app sees it cut short", err)
+	}
+	if resp.ContentLength != 100000 || resp.Header.Get("Content-Length") != "100000" {
+		t.Errorf("Content-Length = %d / %q; want the announced 100000 (the app must notice the shortfall)", resp.ContentLength, resp.Header.Get("Content-Length"))
+	}
+	if !strings.HasPrefix(string(got), "head "+openaiPH+" middle") {
+		t.Errorf("got %q; want what came, redacted", got)
+	}
+	if strings.Contains(string(got), openaiValue[:len(openaiValue)/2]) {
+		t.Errorf("the start of a value at the cut was let out: %q", got)
+	}
+}

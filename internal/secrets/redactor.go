@@ -168,10 +168,16 @@ func (d *Redactor) Response(resp *http.Response) (bool, error) {
 		return false, nil
 	}
 	if len(layers) == 0 && resp.ContentLength >= 0 && resp.ContentLength <= MaxBufferedBody {
-		data, err := readBody(resp.Body, resp.ContentLength)
+		data, err := io.ReadAll(io.LimitReader(resp.Body, resp.ContentLength))
 		if err != nil {
-			return true, err
+			// The upstream broke off mid-body. Pass on what came, redacted
+			// as a stream (which never lets out the undecided tail of a
+			// broken source), then the same error: the app sees the body
+			// cut short under its announced length, as it would without us.
+			resp.Body = &readCloser{Reader: d.Reader(io.MultiReader(bytes.NewReader(data), errorReader{err})), c: resp.Body}
+			return true, nil
 		}
+		_ = resp.Body.Close()
 		out := []byte(d.String(string(data)))
 		resp.Body = io.NopCloser(bytes.NewReader(out))
 		resp.ContentLength = int64(len(out))
@@ -209,3 +215,8 @@ func (d *Redactor) describe() string {
 func (d *Redactor) GoString() string              { return d.describe() }
 func (d *Redactor) Format(f fmt.State, verb rune) { formatRedacted(f, verb, d.describe()) }
 func (d *Redactor) LogValue() slog.Value          { return slog.StringValue(d.describe()) }
+
+// errorReader fails every read with err.
+type errorReader struct{ err error }
+
+func (e errorReader) Read([]byte) (int, error) { return 0, e.err }
