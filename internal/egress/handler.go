@@ -83,7 +83,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	flow := &Flow{Host: host, Port: int(meta.dst.Port()), TLS: meta.tls, Event: ev}
+	flow := &Flow{Host: host, Port: int(meta.dst.Port()), TLS: meta.tls, Event: ev, respLength: -1}
 	scheme := "http"
 	if meta.tls {
 		scheme = "https"
@@ -107,7 +107,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	r = r.WithContext(context.WithValue(r.Context(), flowKey{}, flow))
 
-	rec := &recorder{ResponseWriter: w}
+	rec := &recorder{ResponseWriter: w, flow: flow}
 	if flow.secrets != nil && isWebSocketUpgrade(r) {
 		rec.clientStream = flow.secrets.rw.WebSocket
 	}
@@ -129,6 +129,21 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ev.Reason = upstreamReason(flow.upstreamErr)
 		ev.Detail["error"] = flow.upstreamErr.Error()
 	}
+	if flow.bodyErr != nil && rec.hijacked == nil {
+		// goproxy ends the answer as if it were whole; the app must see it
+		// cut short, as it would without us: abort instead (HTTP/1 closes
+		// the connection before the last chunk, HTTP/2 resets the stream).
+		ev.Detail["error"] = "the upstream's body broke off: " + p.redactedText(flow.bodyErr.Error())
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// redactedText is s with every real value replaced by its placeholder.
+func (p *Proxy) redactedText(s string) string {
+	if p.redactAll == nil {
+		return s
+	}
+	return p.redactAll.String(s)
 }
 
 // destination returns the name this request may go to, normalised (it is
@@ -293,6 +308,10 @@ func (p *Proxy) onResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Res
 	}
 	if flow != nil {
 		resp = p.redactResponse(resp, flow)
+		if resp.Body != nil && resp.Body != http.NoBody && resp.StatusCode != http.StatusSwitchingProtocols {
+			flow.respLength = resp.ContentLength
+			resp.Body = &watchedBody{ReadCloser: resp.Body, flow: flow}
+		}
 	}
 	if flow != nil && p.cfg.Hooks.Response != nil {
 		p.cfg.Hooks.Response(resp, flow)
@@ -357,6 +376,7 @@ type recorder struct {
 	// clientStream, when set, rewrites what the app sends after an upgrade
 	// (WebSocket placeholders).
 	clientStream func(io.Reader) io.Reader
+	flow         *Flow // the request's flow, for the body's length
 	status       int
 	written      int64
 	hijacked     net.Conn
@@ -367,6 +387,12 @@ type recorder struct {
 func (r *recorder) WriteHeader(code int) {
 	if r.status == 0 {
 		r.status = code
+		if h := r.Header(); r.flow != nil && r.flow.respLength >= 0 && h.Get("Content-Length") == "" && h.Get("Trailer") == "" {
+			// goproxy drops Content-Length from every body a hook replaced;
+			// where the length is still exact, the app gets it back (and
+			// with it, a way to tell a whole body from one cut short).
+			h.Set("Content-Length", strconv.FormatInt(r.flow.respLength, 10))
+		}
 	}
 	r.ResponseWriter.WriteHeader(code)
 }
@@ -478,3 +504,18 @@ func (b *countingBody) Read(p []byte) (int, error) {
 }
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
+
+// watchedBody notes in the flow how an upstream body broke off (any read
+// error other than its end).
+type watchedBody struct {
+	io.ReadCloser
+	flow *Flow
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && b.flow.bodyErr == nil {
+		b.flow.bodyErr = err
+	}
+	return n, err
+}

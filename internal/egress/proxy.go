@@ -103,6 +103,10 @@ type Flow struct {
 	Event       *flowlog.Event // hooks may add Secrets and Detail
 	upstreamErr error
 	secrets     *secretState
+	// respLength is the exact length of the body passed on, or -1; bodyErr
+	// is how the upstream's body broke off, if it did.
+	respLength int64
+	bodyErr    error
 }
 
 // Block is a refusal with a machine-readable reason and a human sentence.

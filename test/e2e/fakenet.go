@@ -261,8 +261,11 @@ func (u *Upstream) handler(port int, useTLS bool) http.Handler {
 		}
 	})
 	mux.HandleFunc("/reset", func(w http.ResponseWriter, r *http.Request) {
-		// Promise 1 MB, send 4 KB, then reset the connection mid-body.
-		w.Header().Set("Content-Length", strconv.Itoa(1<<20))
+		// Promise 1 MB (or, with ?chunked, nothing: the end would be the
+		// last chunk), send 4 KB, then reset the connection mid-body.
+		if _, chunked := r.URL.Query()["chunked"]; !chunked {
+			w.Header().Set("Content-Length", strconv.Itoa(1<<20))
+		}
 		w.WriteHeader(http.StatusOK)
 		w.Write(bytes.Repeat([]byte("r"), 4096))
 		w.(http.Flusher).Flush()

@@ -121,13 +121,22 @@ func TestFaults(t *testing.T) {
 	})
 
 	t.Run("upstream resets mid-body", func(t *testing.T) {
-		r := app.Run(15*time.Second, "curl", "-sS", "--http1.1", "--max-time", "10", "-o", "/dev/null",
-			"-w", "%{http_code} %{size_download}", "https://allowed.test/reset")
-		if r.Exit == 0 {
-			t.Errorf("a body cut short reached the app as complete: %s", r)
+		for _, c := range []struct{ name, url, proto string }{
+			{"with a Content-Length, HTTP/1.1", "/reset", "--http1.1"},
+			{"chunked, HTTP/1.1", "/reset?chunked&h1", "--http1.1"},
+			{"chunked, HTTP/2", "/reset?chunked&h2", "--http2"},
+		} {
+			r := app.Run(15*time.Second, "curl", "-sS", c.proto, "--max-time", "10", "-o", "/dev/null",
+				"-w", "%{http_code} %{size_download}", "https://allowed.test"+c.url)
+			if r.Exit == 0 {
+				t.Errorf("%s: a body cut short reached the app as complete: %s", c.name, r)
+			}
+			t.Logf("%s: curl after the upstream reset: %s", c.name, strings.TrimSpace(r.Stdout+" "+r.Stderr))
+			f := p.WaitFlow(t, FlowMatch{Kind: "egress", Host: "allowed.test", Path: c.url})
+			if !strings.Contains(f.Detail["error"], "broke off") {
+				t.Errorf("%s: the flow event does not say the body broke off: %s", c.name, f)
+			}
 		}
-		t.Logf("curl after the upstream reset: %s", strings.TrimSpace(r.Stdout+" "+r.Stderr))
-		p.WaitFlow(t, FlowMatch{Kind: "egress", Host: "allowed.test"})
 		healthy(t)
 	})
 

@@ -288,6 +288,7 @@ func (p *Panopticon) readFlows() ([]Flow, error) {
 type FlowMatch struct {
 	Kind, Decision, Reason, Host string
 	Port                         int
+	Path                         string // the request URI, exactly
 }
 
 func (m FlowMatch) matches(f Flow) bool {
@@ -295,7 +296,8 @@ func (m FlowMatch) matches(f Flow) bool {
 		(m.Decision == "" || f.Decision == m.Decision) &&
 		(m.Reason == "" || f.Reason == m.Reason) &&
 		(m.Host == "" || strings.EqualFold(strings.TrimSuffix(f.Host, "."), m.Host)) &&
-		(m.Port == 0 || f.Port == m.Port)
+		(m.Port == 0 || f.Port == m.Port) &&
+		(m.Path == "" || f.Path == m.Path)
 }
 
 // WaitFlow polls the flow log (at most 3s) for an event matching m.
