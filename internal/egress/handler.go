@@ -70,6 +70,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case d.Allow:
 			ev.Reason = d.Rule
+			meta.allowed(host)
 		case p.cfg.Audit && (d.Reason == policy.ReasonNotAllowlisted || d.Reason == policy.ReasonPortNotAllowed):
 			// Audit mode: the allowlist is learnt, not enforced. Every other
 			// guard (IP literals, Host games, private addresses, secrets) still holds.

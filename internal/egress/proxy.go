@@ -140,6 +140,7 @@ type Proxy struct {
 	active   atomic.Int64
 	pinnedMu sync.Mutex
 	pinned   map[string]*http.Transport // host+secrets → transport enforcing pins
+	live     liveConns
 
 	redactAll *secrets.Redactor // every real value → its placeholder (nil: no secrets)
 }
@@ -208,6 +209,7 @@ func (p *Proxy) ActiveConns() int64 { return p.active.Load() }
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	inner := newConnListener(ln.Addr())
 	go func() { _ = p.srv.Serve(inner) }()
+	go p.watchPolicy(ctx)
 	go func() {
 		<-ctx.Done()
 		_ = ln.Close()
@@ -251,6 +253,16 @@ type connMeta struct {
 	dst    netip.AddrPort
 	sni    string
 	tls    bool
+	raw    net.Conn  // the client's socket, closed on revocation
+	start  time.Time // accepted
+	state  *connState
+}
+
+// connState is what revocation needs to know about a live connection.
+type connState struct {
+	mu      sync.Mutex
+	host    string // the destination a request on it was allowed to
+	revoked bool
 }
 
 type metaKey struct{}
@@ -288,9 +300,10 @@ func (p *Proxy) handleConn(inner *connListener, c net.Conn) {
 		<-p.conns
 	}
 	start := time.Now()
-	meta := &connMeta{client: c.RemoteAddr().String()}
+	meta := &connMeta{client: c.RemoteAddr().String(), raw: c, start: start, state: &connState{}}
 	fail := func(reason, msg string) {
 		_ = c.Close()
+		p.live.remove(meta)
 		release()
 		if reason == "" {
 			return
@@ -334,7 +347,8 @@ func (p *Proxy) handleConn(inner *connListener, c net.Conn) {
 		fail("", "") // closed before sending anything: not a flow
 		return
 	}
-	wrapped := &conn{Conn: c, r: br, meta: meta, release: release}
+	p.live.add(meta)
+	wrapped := &conn{Conn: c, r: br, meta: meta, release: func() { p.live.remove(meta); release() }}
 	switch proto {
 	case protoTLS:
 		hello, seen, err := clientHello(br)

@@ -46,6 +46,7 @@ type Policy struct {
 	list    atomic.Pointer[Allowlist]
 	runtime atomic.Pointer[Allowlist] // entries added at run time (dashboard), kept apart from the file
 	guard   Guard
+	gen     atomic.Uint64 // bumped by every Swap and SetRuntime
 }
 
 // emptyList stands in for a nil list: it matches nothing.
@@ -66,7 +67,12 @@ func (p *Policy) SetRuntime(list *Allowlist) {
 		list = emptyList
 	}
 	p.runtime.Store(list)
+	p.gen.Add(1)
 }
+
+// Generation changes whenever either allowlist is replaced, so doors can
+// re-check what they already let through (revocation).
+func (p *Policy) Generation() uint64 { return p.gen.Load() }
 
 // Runtime returns the runtime allowlist in force.
 func (p *Policy) Runtime() *Allowlist { return p.runtime.Load() }
@@ -78,6 +84,7 @@ func (p *Policy) Swap(list *Allowlist) {
 		list = emptyList
 	}
 	p.list.Store(list)
+	p.gen.Add(1)
 }
 
 // Current returns the allowlist in force (never nil).

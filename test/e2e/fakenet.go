@@ -233,9 +233,17 @@ func (u *Upstream) handler(port int, useTLS bool) http.Handler {
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.Header().Set("Cache-Control", "no-cache")
 		fl, _ := w.(http.Flusher)
-		for i := 1; i <= 3; i++ {
+		// ?n= events (default 3, at most 200), ?every= ms apart (default 200, at most 1000).
+		n, every := 3, 200
+		if v, err := strconv.Atoi(r.URL.Query().Get("n")); err == nil && v > 0 && v <= 200 {
+			n = v
+		}
+		if v, err := strconv.Atoi(r.URL.Query().Get("every")); err == nil && v > 0 && v <= 1000 {
+			every = v
+		}
+		for i := 1; i <= n; i++ {
 			if i > 1 {
-				time.Sleep(200 * time.Millisecond)
+				time.Sleep(time.Duration(every) * time.Millisecond)
 			}
 			fmt.Fprintf(w, "event: tick\ndata: %d\n\n", i)
 			if fl != nil {

@@ -12,6 +12,7 @@
 //	agent resolve NAME                   the system resolver (resolv.conf)
 //	agent ws wss://HOST[:PORT]/PATH MSG  WebSocket over TLS, send MSG, read the echo
 //	agent sse URL                        GET a server-sent event stream, time each event
+//	agent tick wss://HOST/PATH|https://HOST/PATH MS  one connection busy for MS ms (a message or GET every 100 ms) until it fails
 //	agent keepalive https://HOST/PATH HOST2  two requests on one TLS connection,
 //	                                     the second with Host: HOST2
 //	agent id                             print uid and gid
@@ -45,6 +46,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -107,6 +109,10 @@ func main() {
 	case "keepalive":
 		need(args, 2)
 		r = doKeepAlive(args[0], args[1])
+	case "tick":
+		need(args, 2)
+		ms, _ := strconv.Atoi(args[1])
+		r = doTick(args[0], time.Duration(ms)*time.Millisecond)
 	case "id":
 		r = Result{OK: true, Got: fmt.Sprintf("uid=%d gid=%d", os.Getuid(), os.Getgid())}
 	default:
@@ -322,6 +328,71 @@ func doWS(rawURL, msg string) Result {
 	}
 	ws.WriteFrame(wsframe.OpClose, []byte{0x03, 0xE8})
 	return Result{OK: true, Got: string(got)}
+}
+
+// doTick keeps one connection busy for up to d: a WebSocket message
+// ("n=1", "n=2", …) read back every 100 ms, or an HTTPS GET on one keep-alive
+// connection. It stops at the first failure. Events are the milliseconds of
+// each success since the start; OK means it lasted the whole d.
+func doTick(rawURL string, d time.Duration) Result {
+	start := time.Now()
+	u, err := url.Parse(rawURL)
+	if err != nil || (u.Scheme != "wss" && u.Scheme != "https") {
+		return fail(fmt.Errorf("want a wss:// or https:// URL, got %q", rawURL))
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), "443")
+	}
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: opTimeout}, "tcp", addr, &tls.Config{ServerName: u.Hostname(), NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		return fail(fmt.Errorf("tls: %w", err))
+	}
+	defer conn.Close()
+	var (
+		once   func(i int) error
+		events []int64
+	)
+	if u.Scheme == "wss" {
+		conn.SetDeadline(time.Now().Add(opTimeout))
+		ws, err := wsframe.Dial(conn, u.Host, u.RequestURI())
+		if err != nil {
+			return fail(err)
+		}
+		once = func(i int) error {
+			if err := ws.WriteText(fmt.Sprintf("n=%d", i)); err != nil {
+				return fmt.Errorf("send %d: %w", i, err)
+			}
+			if _, _, err := ws.ReadMessage(); err != nil {
+				return fmt.Errorf("receive %d: %w", i, err)
+			}
+			return nil
+		}
+	} else {
+		br := bufio.NewReader(conn)
+		once = func(i int) error {
+			fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: agent\r\n\r\n", u.RequestURI(), u.Host)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				return fmt.Errorf("request %d: %w", i, err)
+			}
+			io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				return fmt.Errorf("request %d: status %d", i, resp.StatusCode)
+			}
+			return nil
+		}
+	}
+	for i := 1; time.Since(start) < d && i <= 1000; i++ {
+		conn.SetDeadline(time.Now().Add(opTimeout))
+		if err := once(i); err != nil {
+			return Result{Err: err.Error(), Events: events, Got: fmt.Sprintf("%d", len(events))}
+		}
+		events = append(events, time.Since(start).Milliseconds())
+		time.Sleep(100 * time.Millisecond)
+	}
+	return Result{OK: true, Events: events, Got: fmt.Sprintf("%d", len(events))}
 }
 
 // doKeepAlive sends a request for the URL's host and then, on the same TLS
