@@ -261,7 +261,10 @@ func newBed() (*bed, error) {
 	}}, nil
 }
 
-var smallBody = bytes.Repeat([]byte("0123456789"), 10)
+var (
+	smallBody = bytes.Repeat([]byte("0123456789"), 10)
+	bulkBody  = bytes.Repeat([]byte("0123456789abcdef"), (8<<20)/16) // as panobench's /big
+)
 
 func upstreamHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -269,6 +272,11 @@ func upstreamHandler() http.Handler {
 		w.Header()["Content-Type"] = []string{"text/plain"}
 		w.Header()["Content-Length"] = []string{"100"}
 		_, _ = w.Write(smallBody)
+	})
+	mux.HandleFunc("/download", func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Content-Type"] = []string{"application/octet-stream"}
+		w.Header()["Content-Length"] = []string{strconv.Itoa(len(bulkBody))}
+		_, _ = w.Write(bulkBody)
 	})
 	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
 		n, _ := io.Copy(io.Discard, r.Body)
@@ -356,6 +364,27 @@ func BenchmarkNewConn(b *testing.B) {
 				}
 			})
 			perSecond(b, start, "conn/s")
+		})
+	}
+}
+
+// BenchmarkDownload: 8 MiB GETs from bench.test, one client: "direct"
+// skips the proxy, "egress" goes through it (decrypt, redaction scan,
+// encrypt).
+func BenchmarkDownload(b *testing.B) {
+	bd := needBed(b)
+	for _, c := range []struct {
+		name   string
+		direct bool
+		pool   *x509.CertPool
+	}{{"direct", true, bd.upCA}, {"egress", false, bd.proxyCA}} {
+		b.Run(c.name, func(b *testing.B) {
+			cl := client(c.pool, c.direct, true)
+			b.SetBytes(int64(len(bulkBody)))
+			b.ReportAllocs()
+			for b.Loop() {
+				get(b, cl, "https://bench.test/download")
+			}
 		})
 	}
 }

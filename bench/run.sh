@@ -74,13 +74,13 @@ if [[ ${BENCH_PROFILE:-1} == 1 ]]; then
 	: >"$gobench"
 	prof=$out/prof-$ts
 	mkdir -p "$prof"
-	for b in 'Decide' 'AllowlistMemory' 'KeepAlive/egress' 'KeepAlive/direct' 'NewConn/egress' 'NewConn/direct' 'Upload'; do
+	for b in 'Decide' 'AllowlistMemory' 'KeepAlive/egress' 'KeepAlive/direct' 'NewConn/egress' 'NewConn/direct' 'Download/egress' 'Download/direct' 'Upload'; do
 		name=${b//\//-}
 		ip netns exec bench-prof env PANOBENCH_PROF=1 "$bin/egressbench.test" -test.run '^$' -test.bench "^Benchmark$b\$" \
 			-test.benchtime "$benchtime" -test.benchmem \
 			-test.cpuprofile "$prof/$name.cpu" -test.memprofile "$prof/$name.mem" | tee -a "$gobench" | grep '^Benchmark' || true
 	done
-	for name in KeepAlive-egress NewConn-egress Upload; do
+	for name in KeepAlive-egress NewConn-egress Download-egress Upload; do
 		{
 			echo "== $name: CPU (top 25, cumulative) =="
 			go tool pprof -top -cum -nodecount=25 "$bin/egressbench.test" "$prof/$name.cpu" 2>/dev/null | tail -n +6

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -106,9 +105,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &countingBody{ReadCloser: r.Body, n: &sent}
 	}
-	r = r.WithContext(context.WithValue(r.Context(), flowKey{}, flow))
+	upCtx, cancelUpstream := context.WithCancel(r.Context())
+	defer cancelUpstream()
+	r = r.WithContext(context.WithValue(upCtx, flowKey{}, flow))
 
-	rec := &recorder{ResponseWriter: w, flow: flow}
+	rec := &recorder{ResponseWriter: w, flow: flow, cancelUpstream: cancelUpstream}
+	if r.ProtoMajor == 1 {
+		rec.wire = meta.wire // HTTP/2 frames are written by the server's own goroutine
+	}
 	if flow.secrets != nil && isWebSocketUpgrade(r) {
 		rec.clientStream = flow.secrets.rw.WebSocket
 	}
@@ -378,11 +382,15 @@ type recorder struct {
 	// (WebSocket placeholders).
 	clientStream func(io.Reader) io.Reader
 	flow         *Flow // the request's flow, for the body's length
-	status       int
-	written      int64
-	hijacked     net.Conn
-	hijackedIn   atomic.Int64
-	hijackedOut  atomic.Int64
+	wire         *cork // HTTP/1: each piece of body leaves in one socket write
+	// cancelUpstream aborts the upstream request: it unblocks a body read
+	// that a failed write to the app no longer waits for.
+	cancelUpstream context.CancelFunc
+	status         int
+	written        int64
+	hijacked       net.Conn
+	hijackedIn     atomic.Int64
+	hijackedOut    atomic.Int64
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -399,44 +407,41 @@ func (r *recorder) WriteHeader(code int) {
 }
 
 func (r *recorder) Write(b []byte) (int, error) {
+	return r.writePieces(b)
+}
+
+// writePieces writes each piece to the app, then flushes once: on HTTP/1 the
+// whole lot leaves in one socket write (streamed bodies arrive as they are
+// sent, without a write per chunk-framing fragment).
+func (r *recorder) writePieces(pieces ...[]byte) (int, error) {
 	if r.status == 0 {
 		r.status = http.StatusOK
 	}
-	n, err := r.ResponseWriter.Write(b)
+	if r.wire != nil {
+		if err := r.wire.set(true); err != nil {
+			return 0, err
+		}
+	}
+	var n int
+	var err error
+	for _, b := range pieces {
+		var k int
+		k, err = r.ResponseWriter.Write(b)
+		n += k
+		if err != nil {
+			break
+		}
+	}
 	r.written += int64(n)
 	if f, ok := r.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
-	return n, err
-}
-
-// copyBufs are the buffers ReadFrom copies response bodies with: without it,
-// io.Copy would allocate a fresh 32 KiB buffer for every response.
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-// ReadFrom copies src to the app through Write (so counting and flushing
-// stay the same) with a pooled buffer.
-func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	buf := *bp
-	var total int64
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			w, werr := r.Write(buf[:n])
-			total += int64(w)
-			if werr != nil {
-				return total, werr
-			}
-		}
-		if err == io.EOF {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
+	if r.wire != nil {
+		if werr := r.wire.set(false); err == nil {
+			err = werr
 		}
 	}
+	return n, err
 }
 
 func (r *recorder) Flush() {

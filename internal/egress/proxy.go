@@ -256,6 +256,7 @@ type connMeta struct {
 	raw    net.Conn  // the client's socket, closed on revocation
 	start  time.Time // accepted
 	state  *connState
+	wire   *cork // gathers the writes of one HTTP/1 body piece
 }
 
 // connState is what revocation needs to know about a live connection.
@@ -275,9 +276,11 @@ type conn struct {
 	meta    *connMeta
 	release func()
 	once    sync.Once
+	wire    cork
 }
 
-func (c *conn) Read(b []byte) (int, error) { return c.r.Read(b) }
+func (c *conn) Read(b []byte) (int, error)  { return c.r.Read(b) }
+func (c *conn) Write(b []byte) (int, error) { return c.wire.write(b) }
 func (c *conn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(c.release)
@@ -349,6 +352,8 @@ func (p *Proxy) handleConn(inner *connListener, c net.Conn) {
 	}
 	p.live.add(meta)
 	wrapped := &conn{Conn: c, r: br, meta: meta, release: func() { p.live.remove(meta); release() }}
+	wrapped.wire.direct = c.Write
+	meta.wire = &wrapped.wire
 	switch proto {
 	case protoTLS:
 		hello, seen, err := clientHello(br)
