@@ -240,8 +240,8 @@ func TestRedactorPassesABodyCutShortAsCutShort(t *testing.T) {
 	if !errors.Is(err, reset) {
 		t.Errorf("reading the body ended with %v; want the upstream's reset, so the app sees it cut short", err)
 	}
-	if resp.ContentLength != 100000 || resp.Header.Get("Content-Length") != "100000" {
-		t.Errorf("Content-Length = %d / %q; want the announced 100000 (the app must notice the shortfall)", resp.ContentLength, resp.Header.Get("Content-Length"))
+	if resp.ContentLength != -1 || resp.Header.Get("Content-Length") != "" {
+		t.Errorf("Content-Length = %d / %q; want none: redaction may change the length, and the error marks the cut", resp.ContentLength, resp.Header.Get("Content-Length"))
 	}
 	if !strings.HasPrefix(string(got), "head "+openaiPH+" middle") {
 		t.Errorf("got %q; want what came, redacted", got)

@@ -275,32 +275,52 @@ func (m *matcher) findLineBroken(ms []match, win []byte, from, limit int, sc *sc
 			break
 		}
 		i = j
-		if !m.splitsRun(win, i) {
-			continue
+		// A run of separators is looked at once, whatever its length (a
+		// body of newlines must not cost a walk per newline).
+		end := separatorRunEnd(win, i, scanEnd)
+		if end == i {
+			continue // a backslash that escapes something else
 		}
-		lo, hi := max(from, i-reach), min(len(win), i+reach)
-		if lo <= regEnd {
-			regEnd = max(regEnd, hi)
-		} else {
-			flush()
-			regStart, regEnd = lo, hi
+		if m.splitsRun(win, i, end, reach) {
+			lo, hi := max(from, i-reach), min(len(win), end+reach)
+			if lo <= regEnd {
+				regEnd = max(regEnd, hi)
+			} else {
+				flush()
+				regStart, regEnd = lo, hi
+			}
 		}
-		// Separators before regEnd-reach cannot widen the region: skip them.
-		i = max(i, regEnd-reach-1)
+		i = end - 1
 	}
 	flush()
 	return ms
 }
 
-// splitsRun reports whether the separator at win[i] may split a spelling:
-// needle characters on both sides, at least minRun of them in all (counted
-// across further separators). Random binary rarely passes; text often does.
-func (m *matcher) splitsRun(win []byte, i int) bool {
+// separatorRunEnd returns where the run of separators (raw or JSON-escaped)
+// that a line break at win[i] opens ends, or i when win[i] opens none.
+func separatorRunEnd(win []byte, i, limit int) int {
 	if win[i] != '\n' && win[i] != '\r' && escapedSeparator(win, i) == 0 {
-		return false
+		return i
 	}
+	for i < limit {
+		if isSeparator(win[i]) {
+			i++
+		} else if n := escapedSeparator(win, i); n > 0 {
+			i += n
+		} else {
+			break
+		}
+	}
+	return i
+}
+
+// splitsRun reports whether the separators win[i:end] may split a spelling:
+// needle characters on both sides, at least minRun of them in all (counted
+// across further separators, at most reach bytes away). Random binary rarely
+// passes; text often does.
+func (m *matcher) splitsRun(win []byte, i, end, reach int) bool {
 	before := 0
-	for j := i - 1; j >= 0 && before < minRun; j-- {
+	for j := i - 1; j >= max(0, i-reach) && before < minRun; j-- {
 		switch c := win[j]; {
 		case isSeparator(c):
 		case j > 0 && win[j-1] == '\\' && (c == 'n' || c == 'r' || c == 't'):
@@ -312,7 +332,7 @@ func (m *matcher) splitsRun(win []byte, i int) bool {
 		}
 	}
 	after := 0
-	for j := i; j < len(win) && after < minRun; {
+	for j := end; j < min(len(win), end+reach) && after < minRun; {
 		if isSeparator(win[j]) {
 			j++
 		} else if n := escapedSeparator(win, j); n > 0 {

@@ -172,9 +172,12 @@ func (d *Redactor) Response(resp *http.Response) (bool, error) {
 		if err != nil {
 			// The upstream broke off mid-body. Pass on what came, redacted
 			// as a stream (which never lets out the undecided tail of a
-			// broken source), then the same error: the app sees the body
-			// cut short under its announced length, as it would without us.
+			// broken source), then the same error, so the app sees the body
+			// cut short. Its length is no longer known: redaction may have
+			// changed it.
 			resp.Body = &readCloser{Reader: d.Reader(io.MultiReader(bytes.NewReader(data), errorReader{err})), c: resp.Body}
+			resp.ContentLength = -1
+			resp.Header.Del("Content-Length")
 			return true, nil
 		}
 		_ = resp.Body.Close()

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 func TestRedactor(t *testing.T) {
@@ -117,4 +118,34 @@ func TestRedactorFindsLineBrokenBase64AtEveryAlignment(t *testing.T) {
 			t.Error("text changed")
 		}
 	})
+}
+
+// A body of separators must cost a pass, not a walk per separator: an
+// agent could otherwise pin a core with one header, and any host with one
+// answer.
+func TestLineBreakSearchIsLinearInSeparators(t *testing.T) {
+	tab := testTable(t)
+	red := tab.Redactor(tab.Names())
+	for name, unit := range map[string]string{
+		"newlines":                          "\n",
+		"CRLFs":                             "\r\n",
+		"JSON-escaped newlines":             `\n`,
+		"indented newlines":                 " \t\n",
+		"one needle character, one newline": "a\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			body := strings.Repeat(unit, (1<<20)/len(unit))
+			start := time.Now()
+			if got := red.String(body); got != body {
+				t.Fatal("the body changed, with no value in it")
+			}
+			if _, err := io.Copy(io.Discard, red.Reader(strings.NewReader(body))); err != nil {
+				t.Fatal(err)
+			}
+			// A quadratic walk takes minutes here; a pass, milliseconds.
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("1 MiB of %q took %v to scan", unit, d)
+			}
+		})
+	}
 }
