@@ -1,6 +1,7 @@
 package egress
 
 import (
+	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -73,7 +74,7 @@ func (r *recorder) pipelinedCopy(src io.Reader) (int64, error) {
 				free <- bp
 				return
 			}
-			n, err := src.Read(*bp)
+			n, err := readRecovering(src, *bp)
 			full <- piece{bp, n, err}
 			if err != nil {
 				return
@@ -132,4 +133,16 @@ func (r *recorder) pipelinedCopy(src io.Reader) (int64, error) {
 		result = nil
 	}
 	return total, result
+}
+
+// readRecovering is src.Read, with a panic (in a decoder, say) turned into an
+// error: off the handler's goroutine net/http cannot recover it, and it
+// would end the process instead of one answer.
+func readRecovering(src io.Reader, b []byte) (n int, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			n, err = 0, fmt.Errorf("reading the upstream body: panic: %v", v)
+		}
+	}()
+	return src.Read(b)
 }

@@ -157,3 +157,21 @@ func TestCorkSendsWhatAWriteProducesInOneSocketWrite(t *testing.T) {
 }
 
 var _ http.ResponseWriter = (*failingWriter)(nil)
+
+type panickingReader struct{ n int }
+
+func (p *panickingReader) Read(b []byte) (int, error) {
+	if p.n++; p.n > 2 {
+		panic("a decoder bug")
+	}
+	return copy(b, "some bytes"), nil
+}
+
+func TestAPanicReadingABodyCostsTheAnswerNotTheProcess(t *testing.T) {
+	w := httptest.NewRecorder()
+	rec := &recorder{ResponseWriter: w, flow: &Flow{respLength: -1}}
+	_, err := rec.ReadFrom(&panickingReader{}) // off the handler goroutine: unrecovered, this would end the test binary
+	if err == nil {
+		t.Fatal("a body whose read panicked was reported whole")
+	}
+}

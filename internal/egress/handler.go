@@ -65,11 +65,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	wouldBlock := ""
 	if blk == nil {
-		d := p.cfg.Policy.Decide(host, int(meta.dst.Port()))
+		d := p.decideHeld(meta, host)
 		switch {
 		case d.Allow:
 			ev.Reason = d.Rule
-			meta.allowed(host)
 		case p.cfg.Audit && (d.Reason == policy.ReasonNotAllowlisted || d.Reason == policy.ReasonPortNotAllowed):
 			// Audit mode: the allowlist is learnt, not enforced. Every other
 			// guard (IP literals, Host games, private addresses, secrets) still holds.
@@ -134,7 +133,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ev.Reason = upstreamReason(flow.upstreamErr)
 		ev.Detail["error"] = flow.upstreamErr.Error()
 	}
-	if flow.bodyErr != nil && rec.hijacked == nil {
+	switch {
+	case rec.writeErr != nil:
+		// The app went away (the upstream read was then cancelled).
+		ev.Detail["error"] = "writing to the app: " + p.redactedText(rec.writeErr.Error())
+	case flow.bodyErr != nil && rec.hijacked == nil:
 		// goproxy ends the answer as if it were whole; the app must see it
 		// cut short, as it would without us: abort instead (HTTP/1 closes
 		// the connection before the last chunk, HTTP/2 resets the stream).
@@ -386,6 +389,7 @@ type recorder struct {
 	// cancelUpstream aborts the upstream request: it unblocks a body read
 	// that a failed write to the app no longer waits for.
 	cancelUpstream context.CancelFunc
+	writeErr       error // the first failed write to the app
 	status         int
 	written        int64
 	hijacked       net.Conn
@@ -440,6 +444,9 @@ func (r *recorder) writePieces(pieces ...[]byte) (int, error) {
 		if werr := r.wire.set(false); err == nil {
 			err = werr
 		}
+	}
+	if err != nil && r.writeErr == nil {
+		r.writeErr = err
 	}
 	return n, err
 }

@@ -68,6 +68,28 @@ func (m *connMeta) allowed(host string) {
 	m.state.mu.Unlock()
 }
 
+// decideHeld decides a request to host on m's connection and, when it is
+// allowed, holds the connection to host from then on. A reload that lands
+// between the decision and the hold (so that a revalidation pass may have
+// seen nothing to hold) is caught by deciding again.
+func (p *Proxy) decideHeld(m *connMeta, host string) policy.Decision {
+	port := int(m.dst.Port())
+	g, _ := p.cfg.Policy.(Generational)
+	var gen uint64
+	if g != nil {
+		gen = g.Generation()
+	}
+	d := p.cfg.Policy.Decide(host, port)
+	if !d.Allow {
+		return d
+	}
+	m.allowed(host)
+	if g != nil && g.Generation() != gen {
+		d = p.cfg.Policy.Decide(host, port)
+	}
+	return d
+}
+
 // watchPolicy re-checks open connections whenever the policy changes.
 func (p *Proxy) watchPolicy(ctx context.Context) {
 	g, ok := p.cfg.Policy.(Generational)

@@ -153,3 +153,36 @@ func TestAReloadTriggersRevalidation(t *testing.T) {
 		cutWithin2s(t, far)
 	})
 }
+
+// reloadDuring swaps the list right after its first decision and runs a
+// revalidation pass then, before the handler can hold the connection: the
+// narrowest window a reload can land in.
+type reloadDuring struct {
+	*policy.Policy
+	next  *policy.Allowlist
+	proxy *Proxy
+	once  sync.Once
+}
+
+func (r *reloadDuring) Decide(host string, port int) policy.Decision {
+	d := r.Policy.Decide(host, port)
+	r.once.Do(func() {
+		r.Swap(r.next)
+		r.proxy.Revalidate()
+	})
+	return d
+}
+
+func TestAReloadBetweenDecisionAndHoldIsNotMissed(t *testing.T) {
+	pol := &reloadDuring{Policy: policy.New(mustList(t, "a.test\n"), policy.NewGuard(nil)), next: mustList(t, "b.test\n")}
+	p := New(Config{Policy: pol, Log: &events{}, Logger: slog.New(slog.DiscardHandler)})
+	pol.proxy = p
+	near, far := net.Pipe()
+	defer far.Close()
+	m := &connMeta{client: "192.0.2.1:5000", dst: netip.AddrPortFrom(netip.MustParseAddr("203.0.113.1"), 443),
+		raw: near, start: time.Now(), state: &connState{}}
+	p.live.add(m)
+	if d := p.decideHeld(m, "a.test"); d.Allow {
+		t.Fatal("a request was allowed to a host the list had dropped by the time the connection was held; the revalidation pass had seen nothing to cut")
+	}
+}
