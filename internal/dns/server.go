@@ -242,7 +242,7 @@ func (s *Server) answer(r *miekg.Msg, tcp bool, ev *flowlog.Event) *miekg.Msg {
 			return errorReply(r, miekg.RcodeServerFailure, opt)
 		}
 		var err error
-		resp, err = s.forward(canon, tcp, ev)
+		resp, err = s.forward(canon, ev)
 		release()
 		if err != nil {
 			ev.Detail[DetailError] = err.Error()
@@ -281,9 +281,10 @@ func (s *Server) decide(host string) policy.Decision {
 	return d
 }
 
-// forward asks the upstream resolver q, over the client's transport; a
-// truncated UDP answer is retried over TCP (miekg's client does not fall back).
-func (s *Server) forward(q miekg.Question, tcp bool, ev *flowlog.Event) (*miekg.Msg, error) {
+// forward asks the upstream resolver q over UDP, whichever transport the
+// client chose (the choice would be one more bit the agent sends out); a
+// truncated answer is retried over TCP (miekg's client does not fall back).
+func (s *Server) forward(q miekg.Question, ev *flowlog.Event) (*miekg.Msg, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout())
 	defer cancel()
 
@@ -298,14 +299,10 @@ func (s *Server) forward(q miekg.Question, tcp bool, ev *flowlog.Event) (*miekg.
 	m.SetEdns0(ednsSize, false)
 	ev.BytesOut = int64(m.Len())
 
-	ex := s.udp()
-	if tcp {
-		ex = s.tcp()
-	}
-	resp, _, err := ex.ExchangeContext(ctx, m, s.Upstream)
+	resp, _, err := s.udp().ExchangeContext(ctx, m, s.Upstream)
 	// A reply that came back but does not parse is most likely an oversized
 	// datagram from an upstream that forgot TC: TCP gets the whole answer.
-	if !tcp && resp != nil && (resp.Truncated || err != nil) {
+	if resp != nil && (resp.Truncated || err != nil) {
 		ev.Detail[DetailUpstream] = "tcp"
 		ev.BytesOut += int64(m.Len())
 		resp, _, err = s.tcp().ExchangeContext(ctx, m, s.Upstream)

@@ -577,6 +577,23 @@ func TestForwardedQuestionCarriesNoAgentBits(t *testing.T) {
 			}
 		}
 	})
+	t.Run("the agent's choice of transport does not travel: TCP questions go upstream over UDP", func(t *testing.T) {
+		h := newHarness(t, nil)
+		for i, netw := range []string{"tcp", "udp", "tcp"} {
+			qt := []uint16{miekg.TypeA, miekg.TypeAAAA, miekg.TypeTXT}[i] // not answered from the cache
+			if r := h.query(t, netw, "allowed.test.", qt, 0); r.Rcode != miekg.RcodeSuccess {
+				t.Fatalf("%s: rcode %s", netw, miekg.RcodeToString[r.Rcode])
+			}
+		}
+		if len(h.up.seen()) != 3 {
+			t.Fatalf("upstream saw %d questions, want 3", len(h.up.seen()))
+		}
+		for _, s := range h.up.seen() {
+			if s.net != "udp" {
+				t.Errorf("upstream saw a question over %s", s.net)
+			}
+		}
+	})
 	t.Run("unusual types and classes are answered here and never forwarded", func(t *testing.T) {
 		h := newHarness(t, nil)
 		for _, c := range []struct {
