@@ -20,6 +20,7 @@ import (
 
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
 	"github.com/panopticon-dev/panopticon/internal/policy"
+	"github.com/panopticon-dev/panopticon/internal/secrets"
 	"github.com/panopticon-dev/panopticon/internal/upstream"
 )
 
@@ -141,7 +142,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// goproxy ends the answer as if it were whole; the app must see it
 		// cut short, as it would without us: abort instead (HTTP/1 closes
 		// the connection before the last chunk, HTTP/2 resets the stream).
-		ev.Detail["error"] = "the upstream's body broke off: " + p.redactedText(flow.bodyErr.Error())
+		if errors.Is(flow.bodyErr, secrets.ErrCutAtValue) {
+			ev.Detail["redaction"] = flow.bodyErr.Error()
+			p.cfg.Logger.Warn("response cut at a real secret value", "host", flow.Host)
+		} else {
+			ev.Detail["error"] = "the upstream's body broke off: " + p.redactedText(flow.bodyErr.Error())
+		}
 		panic(http.ErrAbortHandler)
 	}
 }

@@ -94,7 +94,13 @@ const maxZstdWindow = 8 << 20
 // decodeLayers undoes codings (applied in that order) on body. The result
 // reads the identity body; closing it closes body.
 func decodeLayers(body io.ReadCloser, codings []responseCoding) (io.ReadCloser, error) {
-	var r io.Reader = body
+	raw := bufio.NewReader(body)
+	if _, err := raw.Peek(1); err == io.EOF {
+		// An empty body in any coding is an empty body (a 204-like
+		// answer that still names its coding).
+		return &decodedBody{Reader: eofReader{}, src: body}, nil
+	}
+	var r io.Reader = raw
 	var closers []func()
 	for i := len(codings) - 1; i >= 0; i-- {
 		switch codings[i] {
@@ -244,3 +250,8 @@ func (r *Rewriter) Body(body io.ReadCloser, contentEncoding string) (io.ReadClos
 	}
 	return transcode(body, c, r.Reader), true
 }
+
+// eofReader is an empty body.
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -248,5 +249,61 @@ func TestRedactorPassesABodyCutShortAsCutShort(t *testing.T) {
 	}
 	if strings.Contains(string(got), openaiValue[:len(openaiValue)/2]) {
 		t.Errorf("the start of a value at the cut was let out: %q", got)
+	}
+}
+
+func TestALargeBodyOfAnnouncedLengthKeepsItOrIsCutAtAValue(t *testing.T) {
+	tab := testTable(t)
+	red := tab.Redactor(tab.Names())
+	filler := strings.Repeat("0123456789abcdef", (MaxBufferedBody+100<<10)/16)
+	respond := func(body string) *http.Response {
+		return &http.Response{Header: http.Header{"Content-Length": {strconv.Itoa(len(body))}}, ContentLength: int64(len(body)),
+			Body: io.NopCloser(iotest_oneKB([]byte(body)))}
+	}
+	t.Run("without a value it passes whole, its length kept", func(t *testing.T) {
+		resp := respond(filler)
+		if ok, err := red.Response(resp); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		if err != nil || string(got) != filler {
+			t.Fatalf("read %d bytes, %v; want the body unchanged", len(got), err)
+		}
+		if resp.ContentLength != int64(len(filler)) || resp.Header.Get("Content-Length") != strconv.Itoa(len(filler)) {
+			t.Errorf("Content-Length = %d / %q; want the announced one", resp.ContentLength, resp.Header.Get("Content-Length"))
+		}
+	})
+	t.Run("a value in it cuts it there: no byte of the value, an error", func(t *testing.T) {
+		body := filler[:len(filler)/2] + "echo:" + openaiValue + ":" + filler[len(filler)/2:]
+		resp := respond(body)
+		if ok, err := red.Response(resp); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		if !errors.Is(err, ErrCutAtValue) {
+			t.Fatalf("reading ended with %v; want ErrCutAtValue", err)
+		}
+		assertNoValue(t, "cut body", got)
+		if len(got) >= len(filler)/2+len("echo:") || !strings.HasPrefix(body, string(got)) {
+			t.Errorf("got %d bytes; want a prefix of what came before the value", len(got))
+		}
+	})
+}
+
+func TestAnEmptyCodedBodyIsAnEmptyBody(t *testing.T) {
+	tab := testTable(t)
+	red := tab.Redactor(tab.Names())
+	for _, enc := range []string{"gzip", "deflate", "br", "zstd", "gzip, br"} {
+		resp := &http.Response{Header: http.Header{"Content-Encoding": {enc}, "Etag": {`"abc"`}}, ContentLength: -1, Body: io.NopCloser(strings.NewReader(""))}
+		if ok, err := red.Response(resp); !ok || err != nil {
+			t.Errorf("%s: Response = %v, %v; an empty body is not undecodable", enc, ok, err)
+			continue
+		}
+		if got, err := io.ReadAll(resp.Body); err != nil || len(got) != 0 {
+			t.Errorf("%s: read %q, %v; want an empty body", enc, got, err)
+		}
+		if et := resp.Header.Get("ETag"); et != `W/"abc"` {
+			t.Errorf("%s: ETag %q after decoding; want it weakened", enc, et)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package secrets
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -77,8 +78,17 @@ func (d *Redactor) replace(dst, win []byte, start, limit int, ms []match) ([]byt
 	return dst, i
 }
 
+// ErrCutAtValue ends a body of announced length in which a real value turned
+// up whose placeholder has another length: the length was promised before
+// the value was seen, so the body is cut there instead.
+var ErrCutAtValue = errors.New("a real secret value in an answer of announced length: cut at the value (its placeholder would change the length)")
+
 // step returns a stepFunc with its own scratch space.
-func (d *Redactor) step() stepFunc {
+func (d *Redactor) step() stepFunc { return d.stepKeeping(false) }
+
+// stepKeeping is step; with sameLength, a replacement that would change the
+// length fails the step (ErrCutAtValue) instead.
+func (d *Redactor) stepKeeping(sameLength bool) stepFunc {
 	var ms []match
 	var sc scratch
 	return func(dst, win []byte, start, limit int) ([]byte, int, error) {
@@ -91,7 +101,11 @@ func (d *Redactor) step() stepFunc {
 		if len(ms) == 0 {
 			return append(dst, win[start:limit]...), limit, nil
 		}
+		before := len(dst)
 		dst, i := d.replace(dst, win, start, limit, ms)
+		if sameLength && len(dst)-before != i-start {
+			return nil, start, ErrCutAtValue
+		}
 		return dst, i, nil
 	}
 }
@@ -189,11 +203,30 @@ func (d *Redactor) Response(resp *http.Response) (bool, error) {
 		}
 		return true, nil
 	}
+	if len(layers) == 0 && resp.ContentLength > 0 {
+		// A large identity body keeps its announced length (an HTTP/1
+		// client would otherwise get it chunked, at a cost of about a
+		// seventh of the download rate): a value whose placeholder has
+		// another length cuts it (ErrCutAtValue).
+		resp.Body = &readCloser{Reader: &streamReader{s: newStream(resp.Body, d.stepKeeping(true), d.m.hold(), 0)}, c: resp.Body}
+		resp.Header.Del("Content-Encoding") // identity, perhaps spelled out
+		return true, nil
+	}
 	body, _, err := d.Body(resp.Body, enc)
 	if err != nil {
 		return true, fmt.Errorf("redacting the response body: %w", err)
 	}
 	resp.Body = body
+	if len(layers) > 0 {
+		// Another representation now: a strong validator or a digest of
+		// the coded bytes would be wrong for it.
+		if et := resp.Header.Get("ETag"); et != "" && !strings.HasPrefix(et, "W/") {
+			resp.Header.Set("ETag", "W/"+et)
+		}
+		for _, h := range []string{"Content-MD5", "Digest", "Content-Digest", "Repr-Digest"} {
+			resp.Header.Del(h)
+		}
+	}
 	resp.Header.Del("Content-Encoding")
 	resp.ContentLength = -1
 	resp.Header.Del("Content-Length")

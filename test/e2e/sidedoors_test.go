@@ -122,6 +122,20 @@ func TestRealValueNeverComesBack(t *testing.T) {
 			}
 		}
 	})
+	t.Run("a large answer of announced length is cut at the value", func(t *testing.T) {
+		r := app.Curl("https://allowed.test/stored?as=large")
+		never(t, "large", r.Stdout)
+		if r.Exit == 0 {
+			t.Errorf("the cut answer reached the agent as complete: %s", r.RunResult)
+		}
+		if !r.Is(200) || r.Header.Get("Content-Length") != strconv.Itoa(2<<20+len("note: "+realTest)) {
+			t.Errorf("want 200 with the announced length kept, got %s", r)
+		}
+		f := p.WaitFlow(t, FlowMatch{Kind: "egress", Host: "allowed.test", Path: "/stored?as=large"})
+		if !strings.Contains(f.Detail["redaction"], "cut at the value") {
+			t.Errorf("the flow event does not say the answer was cut: %s", f)
+		}
+	})
 	t.Run("a value read back through another host of the service is redacted", func(t *testing.T) {
 		r := app.Curl("https://alt.test/stored?from=allowed.test")
 		if !r.Is(200) || r.Body != "note: "+phTest {
