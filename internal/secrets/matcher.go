@@ -36,9 +36,10 @@ type matcher struct {
 	postings []posting
 	mask     uint64
 
-	alphabet [256]bool // bytes that occur in a needle without separators
-	stripped []int     // needles without separator bytes, searched across line breaks
-	sepFree  []bool    // per needle: it is in stripped
+	alphabet [256]bool    // bytes that occur in a needle without separators
+	byFirst  [256][]int32 // needles by their first byte
+	stripped []int        // needles without separator bytes, searched across line breaks
+	sepFree  []bool       // per needle: it is in stripped
 }
 
 // posting says that a gram occurs in needle k at offset off.
@@ -88,6 +89,7 @@ func newMatcher(needles []needle) *matcher {
 	}
 	m.minLen = len(needles[0].text)
 	for k, n := range needles {
+		m.byFirst[n.bytes[0]] = append(m.byFirst[n.bytes[0]], int32(k))
 		m.minLen = min(m.minLen, len(n.text))
 		m.maxLen = max(m.maxLen, len(n.text))
 		if !bytes.ContainsFunc(n.bytes, func(r rune) bool { return r < 256 && (isSeparator(byte(r)) || r == '\\') }) {
@@ -172,6 +174,65 @@ func gramHash(g [2]uint64) uint64 { return (g[0] ^ (g[1] * gramMul2)) * gramMul 
 // hold is how far past a decision point a match may reach: the stream keeps
 // this much undecided lookahead.
 func (m *matcher) hold() int { return maxSpread * m.maxLen }
+
+// mustHold returns how many bytes at the end of undecided could begin a
+// spelling that later input might complete (contiguous, or broken by
+// separators): those must wait; everything before them can be decided now.
+// Only the last hold() bytes can matter: a spelling starting earlier would
+// lie inside the window. The answer errs towards holding.
+func (m *matcher) mustHold(undecided []byte) int {
+	from := max(0, len(undecided)-m.hold())
+	for p := from; p < len(undecided); p++ {
+		if ks := m.byFirst[undecided[p]]; ks != nil && m.couldStart(ks, undecided[p:]) {
+			return len(undecided) - p
+		}
+	}
+	return 0
+}
+
+// couldStart reports whether rest is a proper prefix of one of the needles ks, or of
+// a separator-free needle once separators are skipped.
+func (m *matcher) couldStart(ks []int32, rest []byte) bool {
+	for _, k := range ks {
+		n := m.needles[k]
+		if len(rest) < len(n.bytes) && bytes.HasPrefix(n.bytes, rest) {
+			return true
+		}
+		if m.sepFree[k] && brokenPrefix(n.bytes, rest) {
+			return true
+		}
+	}
+	return false
+}
+
+// brokenPrefix reports whether rest, with separators (raw or JSON-escaped)
+// skipped, spells a proper prefix of b. A backslash at the very end may
+// start an escape: that counts as a prefix.
+func brokenPrefix(b, rest []byte) bool {
+	j := 0
+	for i := 0; i < len(rest); {
+		c := rest[i]
+		if isSeparator(c) {
+			i++
+			continue
+		}
+		if c == '\\' {
+			if i+1 == len(rest) {
+				return true
+			}
+			if n := escapedSeparator(rest, i); n > 0 {
+				i += n
+				continue
+			}
+		}
+		if j == len(b) || c != b[j] {
+			return false
+		}
+		i++
+		j++
+	}
+	return j < len(b)
+}
 
 // find appends to ms every occurrence starting in win[from:limit] that lies
 // inside win, in no particular order.

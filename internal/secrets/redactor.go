@@ -116,7 +116,9 @@ func (d *Redactor) Reader(src io.Reader) io.Reader {
 	if !d.Active() {
 		return src
 	}
-	return &streamReader{s: newStream(src, d.step(), d.m.hold(), 0)}
+	s := newStream(src, d.step(), d.m.hold(), 0)
+	s.tail = d.m.mustHold
+	return &streamReader{s: s}
 }
 
 // Header redacts every header name and value in place. A name that changes is
@@ -208,7 +210,9 @@ func (d *Redactor) Response(resp *http.Response) (bool, error) {
 		// client would otherwise get it chunked, at a cost of about a
 		// seventh of the download rate): a value whose placeholder has
 		// another length cuts it (ErrCutAtValue).
-		resp.Body = &readCloser{Reader: &streamReader{s: newStream(resp.Body, d.stepKeeping(true), d.m.hold(), 0)}, c: resp.Body}
+		s := newStream(resp.Body, d.stepKeeping(true), d.m.hold(), 0)
+		s.tail = d.m.mustHold
+		resp.Body = &readCloser{Reader: &streamReader{s: s}, c: resp.Body}
 		resp.Header.Del("Content-Encoding") // identity, perhaps spelled out
 		return true, nil
 	}

@@ -149,3 +149,39 @@ func TestLineBreakSearchIsLinearInSeparators(t *testing.T) {
 		})
 	}
 }
+
+// A streamed answer (server-sent events, a token stream) must reach the
+// agent as it comes: only bytes that could begin a value wait for more.
+func TestAStreamedEventIsNotHeldBackUnlessItCouldStartAValue(t *testing.T) {
+	tab := testTable(t)
+	red := tab.Redactor(tab.Names())
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	r := red.Reader(pr)
+	next := func(t *testing.T, want string) {
+		t.Helper()
+		got := make(chan string, 1)
+		go func() {
+			b := make([]byte, 4096)
+			n, _ := r.Read(b)
+			got <- string(b[:n])
+		}()
+		select {
+		case g := <-got:
+			if g != want {
+				t.Fatalf("read %q, want %q", g, want)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("%q was held back waiting for more input", want)
+		}
+	}
+	go func() { _, _ = io.WriteString(pw, "event: delta\ndata: {\"text\":\"hello\"}\n\n") }()
+	next(t, "event: delta\ndata: {\"text\":\"hello\"}\n\n")
+
+	// An event ending in the start of a value: that start waits, the rest goes.
+	half := openaiValue[:len(openaiValue)/2]
+	go func() { _, _ = io.WriteString(pw, "data: "+half) }()
+	next(t, "data: ")
+	go func() { _, _ = io.WriteString(pw, openaiValue[len(openaiValue)/2:]+"\n\n") }()
+	next(t, openaiPH+"\n\n")
+}

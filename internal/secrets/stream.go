@@ -35,6 +35,11 @@ type stream struct {
 	out    []byte
 	zero   int
 	zeroOK bool // the source may return (0, nil) at will (WebSocket control frames)
+	// tail, when set, says how much of the undecided end of the window
+	// (win[start:], its last hold bytes looked at) must wait for more
+	// input: at most hold, often nothing. Without it all hold bytes wait,
+	// and a streamed event shorter than hold would sit until the next.
+	tail func(undecided []byte) int
 }
 
 func newStream(src io.Reader, step stepFunc, hold, keep int) *stream {
@@ -84,8 +89,12 @@ func (s *stream) next() ([]byte, error) {
 		}
 	}
 	limit := len(s.win)
-	if !s.eof || s.srcErr != nil {
-		// A broken source never flushes its undecided tail.
+	switch {
+	case s.srcErr != nil:
+		limit -= s.hold // a broken source never flushes its undecided tail
+	case !s.eof && s.tail != nil:
+		limit -= s.tail(s.win[s.start:])
+	case !s.eof:
 		limit -= s.hold
 	}
 	out := s.out[:0]
