@@ -206,14 +206,19 @@ func (m *matcher) couldStart(ks []int32, rest []byte) bool {
 }
 
 // brokenPrefix reports whether rest, with separators (raw or JSON-escaped)
-// skipped, spells a proper prefix of b. A backslash at the very end may
-// start an escape: that counts as a prefix.
+// skipped, spells a proper prefix of b, or all of b with separators in it:
+// whether such a spelling is searched depends on a line break that may yet
+// arrive within reach, so it is not decided early either. A backslash at
+// the very end may start an escape: that counts as a prefix.
 func brokenPrefix(b, rest []byte) bool {
-	j := 0
+	j, broken := 0, false
 	for i := 0; i < len(rest); {
+		if j == len(b) {
+			return broken
+		}
 		c := rest[i]
 		if isSeparator(c) {
-			i++
+			i, broken = i+1, true
 			continue
 		}
 		if c == '\\' {
@@ -221,17 +226,17 @@ func brokenPrefix(b, rest []byte) bool {
 				return true
 			}
 			if n := escapedSeparator(rest, i); n > 0 {
-				i += n
+				i, broken = i+n, true
 				continue
 			}
 		}
-		if j == len(b) || c != b[j] {
+		if c != b[j] {
 			return false
 		}
 		i++
 		j++
 	}
-	return j < len(b)
+	return j < len(b) || broken
 }
 
 // find appends to ms every occurrence starting in win[from:limit] that lies
@@ -314,6 +319,9 @@ func (m *matcher) findLineBroken(ms []match, win []byte, from, limit int, sc *sc
 		}
 	}
 	scanEnd := min(len(win), limit+reach)
+	// A line break up to reach before from (in the history a stream keeps)
+	// may open a region reaching past from.
+	scanFrom := max(0, from-reach)
 	// Line breaks open a search; spaces and tabs (indentation) are only
 	// skipped inside one, so ordinary text is not searched twice.
 	seps := [...]byte{'\n', '\r', '\\'}
@@ -321,7 +329,7 @@ func (m *matcher) findLineBroken(ms []match, win []byte, from, limit int, sc *sc
 	for c := range next {
 		next[c] = -1
 	}
-	for i := from; i < scanEnd; i++ {
+	for i := scanFrom; i < scanEnd; i++ {
 		j := scanEnd
 		for c, sep := range seps {
 			if next[c] < i {

@@ -116,7 +116,7 @@ func (d *Redactor) Reader(src io.Reader) io.Reader {
 	if !d.Active() {
 		return src
 	}
-	s := newStream(src, d.step(), d.m.hold(), 0)
+	s := newStream(src, d.step(), d.m.hold(), d.m.hold())
 	s.tail = d.m.mustHold
 	return &streamReader{s: s}
 }
@@ -210,7 +210,7 @@ func (d *Redactor) Response(resp *http.Response) (bool, error) {
 		// client would otherwise get it chunked, at a cost of about a
 		// seventh of the download rate): a value whose placeholder has
 		// another length cuts it (ErrCutAtValue).
-		s := newStream(resp.Body, d.stepKeeping(true), d.m.hold(), 0)
+		s := newStream(resp.Body, d.stepKeeping(true), d.m.hold(), d.m.hold())
 		s.tail = d.m.mustHold
 		resp.Body = &readCloser{Reader: &streamReader{s: s}, c: resp.Body}
 		resp.Header.Del("Content-Encoding") // identity, perhaps spelled out

@@ -185,3 +185,36 @@ func TestAStreamedEventIsNotHeldBackUnlessItCouldStartAValue(t *testing.T) {
 	go func() { _, _ = io.WriteString(pw, openaiValue[len(openaiValue)/2:]+"\n\n") }()
 	next(t, openaiPH+"\n\n")
 }
+
+// Found by an adversarial review: a spelling broken only by spaces or tabs
+// is searched when a line break lies within reach, before or after it; a
+// stream must decide it as String does, whatever its reads.
+func TestAStreamDecidesSpaceBrokenSpellingsAsStringDoes(t *testing.T) {
+	tab := testTable(t)
+	red := tab.Redactor(tab.Names())
+	broken := openaiValue[:len(openaiValue)-5] + " " + openaiValue[len(openaiValue)-5:]
+	for _, c := range []struct {
+		in    string
+		split int
+	}{
+		{broken + "\nabcdef", len(broken)},                                  // the line break comes in the next read
+		{strings.Replace(broken, " ", "\t", 1) + "\r\nabcdef", len(broken)}, // a tab, CRLF
+		{`{"a":"` + broken + `\nabc"}`, 6 + len(broken)},                    // JSON-escaped
+		{"test-FAKE\n" + broken, len("test-FAKE\n")},                        // the line break was in an earlier read
+		{"xx\n  " + broken + " zz", 2},
+	} {
+		want := red.String(c.in)
+		if want == c.in {
+			t.Fatalf("%q: String redacts nothing; the case tests nothing", c.in)
+		}
+		for _, sizes := range [][]int{{c.split, 1 << 20}, {1}} {
+			got, err := io.ReadAll(red.Reader(&splitReader{data: []byte(c.in), sizes: sizes}))
+			if err != nil || string(got) != want {
+				t.Errorf("%q split %v: stream %q, String %q (%v)", c.in, sizes, got, want, err)
+			}
+		}
+		if got, _ := io.ReadAll(red.Reader(iotest.OneByteReader(strings.NewReader(c.in)))); string(got) != want {
+			t.Errorf("%q one byte at a time: stream %q, String %q", c.in, got, want)
+		}
+	}
+}
