@@ -7,6 +7,7 @@ import (
 	"compress/zlib"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 
 	"github.com/andybalholm/brotli"
@@ -98,7 +99,7 @@ func decodeLayers(body io.ReadCloser, codings []responseCoding) (io.ReadCloser, 
 	if _, err := raw.Peek(1); err == io.EOF {
 		// An empty body in any coding is an empty body (a 204-like
 		// answer that still names its coding).
-		return &decodedBody{Reader: eofReader{}, src: body}, nil
+		return &decodedBody{Reader: http.NoBody, src: body}, nil
 	}
 	var r io.Reader = raw
 	var closers []func()
@@ -250,8 +251,3 @@ func (r *Rewriter) Body(body io.ReadCloser, contentEncoding string) (io.ReadClos
 	}
 	return transcode(body, c, r.Reader), true
 }
-
-// eofReader is an empty body.
-type eofReader struct{}
-
-func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }

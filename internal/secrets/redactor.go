@@ -116,7 +116,13 @@ func (d *Redactor) Reader(src io.Reader) io.Reader {
 	if !d.Active() {
 		return src
 	}
-	s := newStream(src, d.step(), d.m.hold(), d.m.hold())
+	return d.streamReader(src, d.step())
+}
+
+// streamReader runs step over src as a stream that keeps enough history for
+// line breaks before a spelling and holds back only what could begin one.
+func (d *Redactor) streamReader(src io.Reader, step stepFunc) io.Reader {
+	s := newStream(src, step, d.m.hold(), d.m.hold())
 	s.tail = d.m.mustHold
 	return &streamReader{s: s}
 }
@@ -210,9 +216,7 @@ func (d *Redactor) Response(resp *http.Response) (bool, error) {
 		// client would otherwise get it chunked, at a cost of about a
 		// seventh of the download rate): a value whose placeholder has
 		// another length cuts it (ErrCutAtValue).
-		s := newStream(resp.Body, d.stepKeeping(true), d.m.hold(), d.m.hold())
-		s.tail = d.m.mustHold
-		resp.Body = &readCloser{Reader: &streamReader{s: s}, c: resp.Body}
+		resp.Body = &readCloser{Reader: d.streamReader(resp.Body, d.stepKeeping(true)), c: resp.Body}
 		resp.Header.Del("Content-Encoding") // identity, perhaps spelled out
 		return true, nil
 	}
