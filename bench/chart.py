@@ -14,8 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-SUBJECTS = ["direct", "panopticon", "mitmproxy", "squid"]
-COLORS = {"direct": "#888888", "panopticon": "#1f77b4", "mitmproxy": "#d62728", "squid": "#2ca02c"}
+SUBJECTS = ["direct", "panopticon", "baseline", "mitmproxy", "squid"]
+COLORS = {"direct": "#888888", "panopticon": "#1f77b4", "baseline": "#aec7e8", "mitmproxy": "#d62728", "squid": "#2ca02c"}
 
 # (title, phase, variant, metric, log scale)
 PANELS = [

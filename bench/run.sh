@@ -6,6 +6,7 @@
 #   BENCH_QUICK=1 bench/run.sh   # short run (~4 min): results in bench/out only
 #   BENCH_PROFILE=0 …            # skip the in-process Go benchmarks and profiles
 #   BENCH_SUBJECTS=direct,panopticon BENCH_PHASES=keepalive,newconn …   # a subset
+#   BENCH_BASELINE=<git revision> …   # also run that revision's panopticon, as subject "baseline"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
@@ -47,6 +48,18 @@ version=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
 go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$bin/panopticon" ./cmd/panopticon
 go build -trimpath -o "$bin/panobench" ./bench/cmd/panobench
 export PANOPTICON_VERSION=$version
+baseline=
+if [[ -n ${BENCH_BASELINE:-} ]]; then
+	# The same build of another revision, from a clean export of it (the
+	# working tree is not touched), so a change is judged within one run.
+	src=$(mktemp -d)
+	git archive "$BENCH_BASELINE" | tar -x -C "$src"
+	basever=$(git rev-parse --short "$BENCH_BASELINE")
+	(cd "$src" && go build -trimpath -ldflags "-s -w -X main.version=$basever" -o "$OLDPWD/$bin/panopticon-baseline" ./cmd/panopticon)
+	rm -rf "$src"
+	baseline=$bin/panopticon-baseline
+	export PANOPTICON_BASELINE_VERSION=$basever
+fi
 
 # ---- clean-up, also on failure ----
 cleanup() {
@@ -97,11 +110,12 @@ fi
 # ---- the side-by-side run ----
 args=(run -panopticon "$bin/panopticon" -out "$out")
 [[ -s $gobench ]] && args+=(-gobench "$gobench")
+[[ -n $baseline ]] && args+=(-baseline "$baseline")
 [[ -n ${BENCH_SUBJECTS:-} ]] && args+=(-subjects "$BENCH_SUBJECTS")
 [[ -n ${BENCH_PHASES:-} ]] && args+=(-phases "$BENCH_PHASES")
 if [[ $quick == 1 ]]; then
 	args+=(-quick)
-elif [[ -z ${BENCH_SUBJECTS:-}${BENCH_PHASES:-} ]]; then
+elif [[ -z ${BENCH_SUBJECTS:-}${BENCH_PHASES:-}${BENCH_BASELINE:-} ]]; then
 	args+=(-readme bench/README.md) # only a complete full run replaces the published table
 fi
 ulimit -n "$(ulimit -Hn)"
@@ -109,7 +123,7 @@ ulimit -n "$(ulimit -Hn)"
 
 results=$(readlink -f "$out/latest.json")
 /usr/bin/python3 bench/chart.py "$results" "$out/chart.png"
-if [[ $quick != 1 && -z ${BENCH_SUBJECTS:-}${BENCH_PHASES:-} ]]; then
+if [[ $quick != 1 && -z ${BENCH_SUBJECTS:-}${BENCH_PHASES:-}${BENCH_BASELINE:-} ]]; then
 	cp "$out/chart.png" bench/chart.png
 fi
 echo "bench: done: $results, $out/chart.png"

@@ -266,7 +266,7 @@ type table struct {
 	subjects []string
 }
 
-var allSubjects = []string{subjDirect, subjPano, subjMitm, subjSquid}
+var allSubjects = []string{subjDirect, subjPano, subjBase, subjMitm, subjSquid}
 
 func tables(set settings) []table {
 	ka := []column{{"req/s", "per_sec"}, {"p50 ms", "p50_ms"}, {"p99 ms", "p99_ms"}, {"peak RSS MiB", "rss"}, {"CPU cores", "cpu"}}
@@ -278,8 +278,8 @@ func tables(set settings) []table {
 		{title: fmt.Sprintf("download %d MiB", set.BulkBytes>>20), phase: "download", primary: "mb_per_sec", cols: bulk, subjects: allSubjects},
 		{title: fmt.Sprintf("upload %d MiB, no placeholder (panopticon: secret path)", set.BulkBytes>>20), phase: "upload", variant: "plain", primary: "mb_per_sec", cols: bulk, subjects: allSubjects},
 		{title: fmt.Sprintf("upload %d MiB, a placeholder every %d KiB (panopticon swaps them)", set.BulkBytes>>20, set.Placeholders>>10), phase: "upload", variant: "placeholders", primary: "mb_per_sec", cols: bulk, subjects: allSubjects},
-		{title: fmt.Sprintf("DNS, %d workers, one query outstanding each", set.DNSWorkers), phase: "dns", primary: "per_sec", cols: []column{{"queries/s", "per_sec"}, {"p50 ms", "p50_ms"}, {"p99 ms", "p99_ms"}, {"peak RSS MiB", "rss"}, {"CPU cores", "cpu"}}, subjects: []string{subjDirect, subjPano}},
-		{title: fmt.Sprintf("idle keep-alive connections (up to %d, opened within %s)", set.IdleConns, set.IdleOpenFor), phase: "idle", primary: "kib_per_conn", cols: []column{{"connections", "conns"}, {"still open", "alive"}, {"opened/s", "open_per_sec"}, {"RSS before MiB", "rss_before_mib"}, {"RSS after MiB", "rss_after_mib"}, {"KiB per conn", "kib_per_conn"}}, subjects: []string{subjPano, subjMitm, subjSquid}},
+		{title: fmt.Sprintf("DNS, %d workers, one query outstanding each", set.DNSWorkers), phase: "dns", primary: "per_sec", cols: []column{{"queries/s", "per_sec"}, {"p50 ms", "p50_ms"}, {"p99 ms", "p99_ms"}, {"peak RSS MiB", "rss"}, {"CPU cores", "cpu"}}, subjects: []string{subjDirect, subjPano, subjBase}},
+		{title: fmt.Sprintf("idle keep-alive connections (up to %d, opened within %s)", set.IdleConns, set.IdleOpenFor), phase: "idle", primary: "kib_per_conn", cols: []column{{"connections", "conns"}, {"still open", "alive"}, {"opened/s", "open_per_sec"}, {"RSS before MiB", "rss_before_mib"}, {"RSS after MiB", "rss_after_mib"}, {"KiB per conn", "kib_per_conn"}}, subjects: []string{subjPano, subjBase, subjMitm, subjSquid}},
 	}
 }
 
@@ -319,6 +319,11 @@ func (rep *report) markdown() string {
 		}
 		if t.phase == "dns" {
 			ratioCols = []string{subjDirect}
+		}
+		if rep.hasSubject(subjBase) {
+			// The baseline build answers "did this change make it slower?"
+			// within one run, where absolute figures do not drift.
+			ratioCols = append(ratioCols, subjBase)
 		}
 		for _, rc := range ratioCols {
 			fmt.Fprintf(&b, " × %s |", rc)
@@ -419,6 +424,15 @@ func (rep *report) hasPhase(phase, variant string) bool {
 	return false
 }
 
+func (rep *report) hasSubject(subject string) bool {
+	for _, s := range rep.Summary {
+		if s.Subject == subject {
+			return true
+		}
+	}
+	return false
+}
+
 func (rep *report) machineMarkdown() string {
 	var b strings.Builder
 	mode := "full"
@@ -426,7 +440,7 @@ func (rep *report) machineMarkdown() string {
 		mode = "quick (BENCH_QUICK=1)"
 	}
 	fmt.Fprintf(&b, "Run of %s, %s mode, %d round(s) per cell (medians), %s.\n\n", rep.Started.UTC().Format("2006-01-02 15:04 UTC"), mode, rep.Settings.Rounds, rep.Finished.Sub(rep.Started).Round(time.Second))
-	for _, k := range []string{"cpu", "nproc", "memory", "kernel", "go", "wrk", "mitmproxy", "squid", "panopticon"} {
+	for _, k := range []string{"cpu", "nproc", "memory", "kernel", "go", "wrk", "mitmproxy", "squid", "panopticon", "baseline"} {
 		if v := rep.Machine[k]; v != "" {
 			fmt.Fprintf(&b, "- %s: %s\n", k, v)
 		}
@@ -540,6 +554,9 @@ func machineInfo() map[string]string {
 	m["squid"] = firstLine("squid", "-v")
 	if v := os.Getenv("PANOPTICON_VERSION"); v != "" {
 		m["panopticon"] = v
+	}
+	if v := os.Getenv("PANOPTICON_BASELINE_VERSION"); v != "" {
+		m["baseline"] = v
 	}
 	return m
 }

@@ -87,6 +87,7 @@ func runCmd(ctx context.Context, args []string) error {
 	phases := fs.String("phases", "keepalive,newconn,download,upload,dns,idle,scaling", "phases to run")
 	readme := fs.String("readme", "", "README whose BENCH markers receive the table")
 	gobench := fs.String("gobench", "", "output of the in-process Go benchmarks to include")
+	baseline := fs.String("baseline", "", "a panopticon binary from another revision, run beside this one as subject \"baseline\"")
 	_ = fs.Parse(args)
 
 	if os.Geteuid() != 0 {
@@ -154,9 +155,19 @@ func runCmd(ctx context.Context, args []string) error {
 	r.panoOpts = &panoOpts{bin: bin, upstreamCAFile: r.upCA, entries: r.set.ScaleSizes[0]}
 	all := []*subject{
 		newDirect("bench-direct", r.upCA),
-		newPanopticon("bench-pano", dir, r.panoOpts),
+		newPanopticon(subjPano, "bench-pano", dir, r.panoOpts),
 		newMitmproxy("bench-mitm", dir, r.upCA),
 		newSquid("bench-squid", dir, r.upCA),
+	}
+	if *baseline != "" {
+		baseBin, err := filepath.Abs(*baseline)
+		if err != nil {
+			return err
+		}
+		baseOpts := *r.panoOpts
+		baseOpts.bin = baseBin
+		all = append(all, newPanopticon(subjBase, "bench-base", dir, &baseOpts))
+		want[subjBase] = true
 	}
 	for i, s := range all {
 		if !want[s.name] {
@@ -363,7 +374,7 @@ func (r *runner) phaseUpload() {
 					m, n, e := resultMetrics(res, err)
 					if err == nil && res.Errors == 0 {
 						want := r.set.BulkBytes
-						if s.name == subjPano && v.placeholder != "" {
+						if isPanopticon(s) && v.placeholder != "" {
 							want += count * int64(len(secretValue)-len(ph))
 						}
 						if res.Received != want {
@@ -381,7 +392,7 @@ func (r *runner) phaseUpload() {
 func (r *runner) phaseDNS() {
 	var subs []*subject
 	for _, s := range r.subjects {
-		if s.name == subjDirect || s.name == subjPano {
+		if s.name == subjDirect || isPanopticon(s) {
 			subs = append(subs, s) // the anchors have no DNS listener
 		}
 	}

@@ -17,6 +17,7 @@ import (
 const (
 	subjDirect = "direct"
 	subjPano   = "panopticon"
+	subjBase   = "baseline" // panopticon built from another revision (BENCH_BASELINE)
 	subjMitm   = "mitmproxy"
 	subjSquid  = "squid"
 )
@@ -152,10 +153,14 @@ func writeAllowlist(path string, n int) error {
 	return os.Rename(tmp, path)
 }
 
-func newPanopticon(pod, dir string, o *panoOpts) *subject {
-	s := &subject{name: subjPano, pod: pod, dir: dir}
+// isPanopticon reports the subjects that run panopticon (this build or the
+// baseline): they swap placeholders and answer DNS.
+func isPanopticon(s *subject) bool { return s.name == subjPano || s.name == subjBase }
+
+func newPanopticon(name, pod, dir string, o *panoOpts) *subject {
+	s := &subject{name: name, pod: pod, dir: dir}
 	s.start = func(s *subject) error {
-		base := filepath.Join(dir, "panopticon")
+		base := filepath.Join(dir, name)
 		if err := os.MkdirAll(base, 0o755); err != nil {
 			return err
 		}
