@@ -187,7 +187,7 @@ func TestAllowTakesEffectAndIsPersisted(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		t.Fatalf("allow: %d %s", resp.StatusCode, b)
 	}
-	if d := f.policy.Decide("new.test", 443); !d.Allow || d.Rule != "new.test" {
+	if d := f.policy.Decide("new.test", 443); !d.Allow || d.Rule() != "new.test" {
 		t.Errorf("after Allow: %+v, want allowed by new.test", d)
 	}
 	data, err := os.ReadFile(filepath.Join(f.dir, RuntimeFileName))
@@ -264,9 +264,9 @@ func TestDismiss(t *testing.T) {
 func TestWouldBlockAndHitCounts(t *testing.T) {
 	f := newFixture(t, 10)
 	now := time.Now()
-	f.srv.Ingest(flowlog.Event{Time: now, Kind: "egress", Decision: "allow", Reason: "allowed.test", Host: "allowed.test", Port: 443})
-	f.srv.Ingest(flowlog.Event{Time: now, Kind: "dns", Decision: "allow", Reason: "allowlisted:*.wild.test", Host: "a.wild.test"})
-	f.srv.Ingest(flowlog.Event{Time: now, Kind: "egress", Decision: "allow", Reason: "*.wild.test", Host: "a.wild.test", Port: 443})
+	f.srv.Ingest(flowlog.Event{Time: now, Kind: "egress", Decision: "allow", Reason: "allowed.test", Rule: "allowed.test", Host: "allowed.test", Port: 443})
+	f.srv.Ingest(flowlog.Event{Time: now, Kind: "dns", Decision: "allow", Reason: "allowlisted:*.wild.test", Rule: "*.wild.test", Host: "a.wild.test"})
+	f.srv.Ingest(flowlog.Event{Time: now, Kind: "egress", Decision: "allow", Reason: "*.wild.test", Rule: "*.wild.test", Host: "a.wild.test", Port: 443})
 	f.srv.Ingest(flowlog.Event{Time: now, Kind: "egress", Decision: WouldBlock, Reason: "not-allowlisted", Host: "learn.test", Port: 443})
 	f.srv.Ingest(flowlog.Event{Time: now, Kind: "dns", Decision: WouldBlock, Reason: "not-allowlisted", Host: "learn2.test"})
 	st := f.state(t)

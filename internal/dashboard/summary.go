@@ -3,11 +3,11 @@ package dashboard
 import (
 	"cmp"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
 	"github.com/panopticon-dev/panopticon/internal/policy"
+	"github.com/panopticon-dev/panopticon/internal/refusal"
 )
 
 // WouldBlock is the decision audit mode logs for a flow the allowlist would block.
@@ -83,7 +83,7 @@ func (s *summary) add(e flowlog.Event) {
 
 	switch e.Decision {
 	case flowlog.Allow:
-		if rule := ruleOf(e); rule != "" {
+		if rule := e.Rule; rule != "" {
 			if _, ok := s.hits[rule]; ok || len(s.hits) < maxRules {
 				s.hits[rule]++
 			}
@@ -110,20 +110,6 @@ func (s *summary) group(m map[groupKey]*BlockGroup, e flowlog.Event) {
 	g.Pattern = allowPattern(e)
 }
 
-// ruleOf is the allowlist rule that allowed e, as policy.Entry.String writes it.
-func ruleOf(e flowlog.Event) string {
-	switch e.Kind {
-	case flowlog.KindEgress:
-		return e.Reason
-	case flowlog.KindDNS:
-		rule, ok := strings.CutPrefix(e.Reason, "allowlisted:")
-		if ok {
-			return rule
-		}
-	}
-	return ""
-}
-
 // allowPattern is the entry that would let e through, or "" when an
 // allowlist entry cannot help (an IP literal, a private address, inbound).
 func allowPattern(e flowlog.Event) string {
@@ -131,7 +117,7 @@ func allowPattern(e flowlog.Event) string {
 		return ""
 	}
 	switch e.Reason {
-	case policy.ReasonNotAllowlisted, policy.ReasonPortNotAllowed:
+	case refusal.NotAllowlisted, refusal.PortNotAllowed:
 	default:
 		return ""
 	}

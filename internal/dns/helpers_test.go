@@ -15,6 +15,7 @@ import (
 
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
 	"github.com/panopticon-dev/panopticon/internal/policy"
+	"github.com/panopticon-dev/panopticon/internal/refusal"
 )
 
 // fakePolicy allows exact names and "*.suffix" wildcards. Its matching is a
@@ -33,15 +34,15 @@ func (p *fakePolicy) Decide(host string, port int) policy.Decision {
 	p.mu.Unlock()
 	for _, e := range p.exact {
 		if host == e {
-			return policy.Decision{Allow: true, Rule: e}
+			return policy.Decision{Allow: true, Entry: policy.Entry{Pattern: e}}
 		}
 	}
 	for _, w := range p.wildcard {
 		if host == w || strings.HasSuffix(host, "."+w) {
-			return policy.Decision{Allow: true, Rule: "*." + w}
+			return policy.Decision{Allow: true, Entry: policy.Entry{Pattern: "*." + w, Wildcard: true}}
 		}
 	}
-	return policy.Decision{Reason: policy.ReasonNotAllowlisted}
+	return policy.Decision{Reason: refusal.NotAllowlisted}
 }
 
 // fakeGuard refuses the usual private ranges, without unmapping IPv4-mapped

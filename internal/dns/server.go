@@ -35,6 +35,7 @@ import (
 
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
 	"github.com/panopticon-dev/panopticon/internal/policy"
+	"github.com/panopticon-dev/panopticon/internal/refusal"
 )
 
 // Decider answers whether a name may be resolved. *policy.Policy implements it;
@@ -76,12 +77,11 @@ const (
 	ednsSize = 1232
 )
 
-// Reasons specific to the DNS door. Policy reasons (policy.Reason*) appear verbatim.
+// What the DNS door writes beside the refusal reasons: an allowed name's
+// reason is the prefix and its rule; an overloaded server says so in detail.
 const (
-	ReasonAllowlistedPrefix = "allowlisted:"      // + the rule that allowed the name
-	ReasonMalformed         = "malformed-query"   // not exactly one question, bad EDNS
-	ReasonUnsupported       = "unsupported-query" // opcode, class or meta type we do not serve
-	ReasonOverloaded        = "overloaded"        // too many upstream exchanges in flight
+	ReasonAllowlistedPrefix = "allowlisted:"
+	ReasonOverloaded        = "overloaded"
 )
 
 // Keys of flowlog.Event.Detail for DNS events.
@@ -181,11 +181,11 @@ func (s *Server) answer(r *miekg.Msg, tcp bool, ev *flowlog.Event) *miekg.Msg {
 		return nil
 	}
 	if r.Opcode != miekg.OpcodeQuery {
-		ev.Reason = ReasonUnsupported
+		ev.Reason = refusal.Unsupported
 		return errorReply(r, miekg.RcodeNotImplemented, nil)
 	}
 	if len(r.Question) != 1 {
-		ev.Reason = ReasonMalformed
+		ev.Reason = refusal.Malformed
 		return errorReply(r, miekg.RcodeFormatError, nil)
 	}
 	q := r.Question[0]
@@ -194,11 +194,11 @@ func (s *Server) answer(r *miekg.Msg, tcp bool, ev *flowlog.Event) *miekg.Msg {
 
 	opt, err := clientEDNS(r)
 	if err != nil {
-		ev.Reason = ReasonMalformed
+		ev.Reason = refusal.Malformed
 		return errorReply(r, miekg.RcodeFormatError, nil)
 	}
 	if opt != nil && opt.Version() != 0 {
-		ev.Reason = ReasonMalformed
+		ev.Reason = refusal.Malformed
 		return errorReply(r, miekg.RcodeBadVers, opt) // RFC 6891 6.1.3
 	}
 
@@ -206,8 +206,9 @@ func (s *Server) answer(r *miekg.Msg, tcp bool, ev *flowlog.Event) *miekg.Msg {
 	switch {
 	case d.Allow:
 		ev.Decision = flowlog.Allow
-		ev.Reason = ReasonAllowlistedPrefix + d.Rule
-	case s.Audit && d.Reason == policy.ReasonNotAllowlisted:
+		ev.Reason = ReasonAllowlistedPrefix + d.Rule()
+		ev.Rule, ev.RuleSource = d.Rule(), d.RuleSource()
+	case s.Audit && d.Reason == refusal.NotAllowlisted:
 		// Audit mode learns an agent's needs: resolve, and say it would be blocked.
 		ev.Decision = flowlog.WouldBlock
 		ev.Reason = d.Reason
@@ -222,7 +223,7 @@ func (s *Server) answer(r *miekg.Msg, tcp bool, ev *flowlog.Event) *miekg.Msg {
 		// types are not lookups an app needs, and each would carry bits the
 		// agent chose; NOTIMP says so without suggesting another server might
 		// do better (REFUSED would send stub resolvers to the next one).
-		ev.Decision, ev.Reason = flowlog.Block, ReasonUnsupported
+		ev.Decision, ev.Reason = flowlog.Block, refusal.Unsupported
 		return errorReply(r, miekg.RcodeNotImplemented, opt)
 	}
 
@@ -256,7 +257,7 @@ func (s *Server) answer(r *miekg.Msg, tcp bool, ev *flowlog.Event) *miekg.Msg {
 
 	logAnswers(resp, ev)
 	if addr, private := s.privateAddress(resp); private {
-		ev.Decision, ev.Reason = flowlog.Block, policy.ReasonPrivateAddress
+		ev.Decision, ev.Reason = flowlog.Block, refusal.PrivateAddress
 		ev.Detail[DetailPrivate] = addr
 		// REFUSED, not an empty answer: the app should see an error, not "no such record".
 		return errorReply(r, miekg.RcodeRefused, opt)
@@ -269,14 +270,14 @@ func (s *Server) decide(host string) policy.Decision {
 	// An escaped byte ("evil\.allowed.test", "\000") means a label holds
 	// something no host name holds; a suffix match could still be fooled by it.
 	if host == "" || strings.ContainsRune(host, '\\') {
-		return policy.Decision{Reason: policy.ReasonBadHost}
+		return policy.Decision{Reason: refusal.BadHost}
 	}
 	if s.Policy == nil {
-		return policy.Decision{Reason: policy.ReasonNotAllowlisted}
+		return policy.Decision{Reason: refusal.NotAllowlisted}
 	}
 	d := s.Policy.Decide(host, 0)
 	if !d.Allow && d.Reason == "" {
-		d.Reason = policy.ReasonNotAllowlisted
+		d.Reason = refusal.NotAllowlisted
 	}
 	return d
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
 	"github.com/panopticon-dev/panopticon/internal/policy"
+	"github.com/panopticon-dev/panopticon/internal/refusal"
 )
 
 func TestAllowedNamesResolve(t *testing.T) {
@@ -77,15 +78,15 @@ func TestDeniedNamesNeverReachUpstream(t *testing.T) {
 		qtype  uint16
 		reason string
 	}{
-		{"not allowlisted", "evil.test.", miekg.TypeA, policy.ReasonNotAllowlisted},
-		{"allowlisted name as a prefix", "allowed.test.evil.", miekg.TypeA, policy.ReasonNotAllowlisted},
-		{"sibling of exact entry", "sub.allowed.test.", miekg.TypeA, policy.ReasonNotAllowlisted},
-		{"escaped dot in label", `evil\.wild.test.`, miekg.TypeA, policy.ReasonBadHost},
-		{"escaped dot exact", `evil\.allowed.test.`, miekg.TypeA, policy.ReasonBadHost},
-		{"escaped byte", `wild\000.wild.test.`, miekg.TypeA, policy.ReasonBadHost},
-		{"long-label TXT exfiltration", exfil, miekg.TypeTXT, policy.ReasonNotAllowlisted},
-		{"root", ".", miekg.TypeNS, policy.ReasonBadHost},
-		{"ANY for denied name", "evil.test.", miekg.TypeANY, policy.ReasonNotAllowlisted},
+		{"not allowlisted", "evil.test.", miekg.TypeA, refusal.NotAllowlisted},
+		{"allowlisted name as a prefix", "allowed.test.evil.", miekg.TypeA, refusal.NotAllowlisted},
+		{"sibling of exact entry", "sub.allowed.test.", miekg.TypeA, refusal.NotAllowlisted},
+		{"escaped dot in label", `evil\.wild.test.`, miekg.TypeA, refusal.BadHost},
+		{"escaped dot exact", `evil\.allowed.test.`, miekg.TypeA, refusal.BadHost},
+		{"escaped byte", `wild\000.wild.test.`, miekg.TypeA, refusal.BadHost},
+		{"long-label TXT exfiltration", exfil, miekg.TypeTXT, refusal.NotAllowlisted},
+		{"root", ".", miekg.TypeNS, refusal.BadHost},
+		{"ANY for denied name", "evil.test.", miekg.TypeANY, refusal.NotAllowlisted},
 	}
 	for _, tt := range tests {
 		for _, netw := range []string{"udp", "tcp"} {
@@ -167,7 +168,7 @@ func TestRebindingRefused(t *testing.T) {
 					t.Errorf("refused reply carries answers: %v", r.Answer)
 				}
 				ev := h.events.last(t)
-				if ev.Decision != flowlog.Block || ev.Reason != policy.ReasonPrivateAddress || ev.Detail[DetailPrivate] != tt.private {
+				if ev.Decision != flowlog.Block || ev.Reason != refusal.PrivateAddress || ev.Detail[DetailPrivate] != tt.private {
 					t.Errorf("event = %+v, want block/private-address/%s", ev, tt.private)
 				}
 			})
@@ -380,10 +381,13 @@ func TestFlowEvents(t *testing.T) {
 		DetailAnswers: "edge.cdn.example,203.0.113.9", DetailCNAMEs: "www.wild.test>edge.cdn.example",
 	}
 	checkEvent(t, ev, flowlog.Allow, "allowlisted:*.wild.test", "www.wild.test", want)
+	if ev.Rule != "*.wild.test" {
+		t.Errorf("rule %q, want the entry that allowed the name", ev.Rule)
+	}
 
 	h.query(t, "tcp", "evil.test.", miekg.TypeTXT, 0)
 	ev = h.events.last(t)
-	checkEvent(t, ev, flowlog.Block, policy.ReasonNotAllowlisted, "evil.test",
+	checkEvent(t, ev, flowlog.Block, refusal.NotAllowlisted, "evil.test",
 		map[string]string{DetailQType: "TXT", DetailRcode: "NXDOMAIN", DetailTransport: "tcp"})
 
 	h.query(t, "udp", "allowed.test.", miekg.TypeAAAA, 0)

@@ -20,12 +20,10 @@ import (
 
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
 	"github.com/panopticon-dev/panopticon/internal/policy"
+	"github.com/panopticon-dev/panopticon/internal/refusal"
 	"github.com/panopticon-dev/panopticon/internal/secrets"
 	"github.com/panopticon-dev/panopticon/internal/upstream"
 )
-
-// BlockHeader carries the reason of every refusal, so an agent can tell its user why.
-const BlockHeader = "X-Panopticon-Block"
 
 type flowKey struct{}
 
@@ -61,7 +59,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// goproxy would open a raw tunnel to the allowed host and port, out
 		// of sight of the request checks and the secret rules: this is not a
 		// forward proxy. (An h2 extended CONNECT is refused the same way.)
-		blk = &Block{Status: http.StatusMethodNotAllowed, Reason: ReasonConnect,
+		blk = &Block{Reason: refusal.Connect,
 			Message: "CONNECT is not supported: connect to the destination directly; panopticon intercepts it"}
 	}
 	wouldBlock := ""
@@ -69,8 +67,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		d := p.decideHeld(meta, host)
 		switch {
 		case d.Allow:
-			ev.Reason = d.Rule
-		case p.cfg.Audit && (d.Reason == policy.ReasonNotAllowlisted || d.Reason == policy.ReasonPortNotAllowed):
+			ev.Reason, ev.Rule, ev.RuleSource = d.Rule(), d.Rule(), d.RuleSource()
+		case p.cfg.Audit && (d.Reason == refusal.NotAllowlisted || d.Reason == refusal.PortNotAllowed):
 			// Audit mode: the allowlist is learnt, not enforced. Every other
 			// guard (IP literals, Host games, private addresses, secrets) still holds.
 			wouldBlock = d.Reason
@@ -169,23 +167,23 @@ func (p *Proxy) redactedText(s string) string {
 func destination(meta *connMeta, r *http.Request) (string, *Block) {
 	hostHdr, portHdr := splitHostPort(r.Host)
 	if portHdr != "" && portHdr != strconv.Itoa(int(meta.dst.Port())) {
-		return hostHdr, &Block{Reason: ReasonHostMismatch, Message: fmt.Sprintf("Host port %s differs from the connection's port %d", portHdr, meta.dst.Port())}
+		return hostHdr, &Block{Reason: refusal.HostMismatch, Message: fmt.Sprintf("Host port %s differs from the connection's port %d", portHdr, meta.dst.Port())}
 	}
 	if meta.tls {
 		if meta.sni == "" {
-			reason := ReasonNoSNI
+			reason := refusal.NoSNI
 			if hostHdr == "" || policy.IsIPLiteral(hostHdr) {
-				reason = policy.ReasonIPLiteral
+				reason = refusal.IPLiteral
 			}
 			return hostHdr, &Block{Reason: reason, Message: "TLS without a server name (SNI); use a host name, not an IP address"}
 		}
 		if hostHdr != "" && normalized(hostHdr) != meta.sni {
-			return meta.sni, &Block{Reason: ReasonHostMismatch, Message: fmt.Sprintf("Host %q differs from the TLS server name %q", hostHdr, meta.sni)}
+			return meta.sni, &Block{Reason: refusal.HostMismatch, Message: fmt.Sprintf("Host %q differs from the TLS server name %q", hostHdr, meta.sni)}
 		}
 		return meta.sni, nil
 	}
 	if hostHdr == "" {
-		return "", &Block{Reason: ReasonNoHost, Message: "HTTP request without a Host header"}
+		return "", &Block{Reason: refusal.NoHost, Message: "HTTP request without a Host header"}
 	}
 	return normalized(hostHdr), nil
 }
@@ -216,36 +214,22 @@ func joinHostPort(host string, port int, scheme string) string {
 
 func policyMessage(host string, port int, reason string) string {
 	switch reason {
-	case policy.ReasonNotAllowlisted:
+	case refusal.NotAllowlisted:
 		return fmt.Sprintf("%s is not on the allowlist; add it to allowlist.txt to allow it", host)
-	case policy.ReasonPortNotAllowed:
+	case refusal.PortNotAllowed:
 		return fmt.Sprintf("%s is allowlisted, but not on port %d; add %s:%d to allow it", host, port, host, port)
-	case policy.ReasonIPLiteral:
+	case refusal.IPLiteral:
 		return fmt.Sprintf("%s is an IP address; destinations must be host names on the allowlist", host)
 	default:
 		return fmt.Sprintf("%s:%d refused (%s)", host, port, reason)
 	}
 }
 
-// refuse answers with the block status, the reason header and a one-line body.
+// refuse answers with the block's status, reason header and one-line body.
 func (p *Proxy) refuse(w http.ResponseWriter, ev *flowlog.Event, b *Block) {
-	status := b.Status
-	if status == 0 {
-		status = http.StatusForbidden
-	}
 	ev.Decision = flowlog.Block
 	ev.Reason = b.Reason
-	ev.Status = status
-	h := w.Header()
-	h.Set(BlockHeader, b.Reason)
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Cache-Control", "no-store")
-	body := "panopticon: blocked: " + oneLine(b.Message) + "\n"
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(status)
-	n, _ := io.WriteString(w, body)
-	ev.BytesIn = int64(n)
+	ev.Status, ev.BytesIn = refusal.Write(w, b.Reason, b.Message)
 }
 
 // Bounds of the header snapshot kept for the dashboard's detail view.
@@ -345,42 +329,28 @@ func upstreamReason(err error) string {
 	case errors.As(err, &we):
 		return we.reason
 	case errors.As(err, &pe):
-		return ReasonSecretPin
+		return refusal.SecretPin
 	case errors.As(err, &ge):
-		return policy.ReasonPrivateAddress
+		return refusal.PrivateAddress
 	case errors.As(err, &uae), errors.As(err, &hne), errors.As(err, &cie), errors.As(err, &tve):
-		return ReasonUpstreamCert
+		return refusal.UpstreamCert
 	default:
-		return ReasonUpstreamError
+		return refusal.UpstreamError
 	}
 }
 
 func errorResponse(req *http.Request, err error) *http.Response {
 	reason := upstreamReason(err)
-	status := http.StatusBadGateway
 	msg := fmt.Sprintf("upstream %s failed: %v", req.URL.Host, err)
 	switch reason {
-	case ReasonUndecodable, ReasonPartialContent:
+	case refusal.Undecodable, refusal.PartialContent:
 		msg = fmt.Sprintf("answer from %s withheld: %v", req.URL.Host, err)
-	case policy.ReasonPrivateAddress:
-		status = http.StatusForbidden
+	case refusal.PrivateAddress:
 		msg = fmt.Sprintf("%s resolves to a private address: %v", req.URL.Host, err)
-	case ReasonSecretPin:
-		status = http.StatusForbidden
+	case refusal.SecretPin:
 		msg = fmt.Sprintf("secret withheld: %v", err)
 	}
-	body := "panopticon: blocked: " + oneLine(msg) + "\n"
-	return &http.Response{
-		StatusCode:    status,
-		Status:        fmt.Sprintf("%d %s", status, http.StatusText(status)),
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
-		Request:       req,
-		Header:        http.Header{BlockHeader: {reason}, "Content-Type": {"text/plain; charset=utf-8"}, "Content-Length": {strconv.Itoa(len(body))}},
-		ContentLength: int64(len(body)),
-		Body:          io.NopCloser(strings.NewReader(body)),
-	}
+	return refusal.Response(req, reason, msg)
 }
 
 // recorder counts what goes back to the app, flushes each write (so streamed

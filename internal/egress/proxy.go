@@ -40,6 +40,7 @@ import (
 
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
 	"github.com/panopticon-dev/panopticon/internal/policy"
+	"github.com/panopticon-dev/panopticon/internal/refusal"
 	"github.com/panopticon-dev/panopticon/internal/secrets"
 )
 
@@ -111,23 +112,9 @@ type Flow struct {
 
 // Block is a refusal with a machine-readable reason and a human sentence.
 type Block struct {
-	Status  int    // default 403
 	Reason  string // short token, e.g. "not-allowlisted"
 	Message string // one line for the agent
 }
-
-// Reasons specific to this door (policy has the rest).
-const (
-	ReasonHostMismatch  = "host-mismatch"
-	ReasonNoSNI         = "no-sni"
-	ReasonNoHost        = "no-host"
-	ReasonNotTLSOrHTTP  = "not-tls-or-http"
-	ReasonLoop          = "loop"
-	ReasonUpstreamError = "upstream-error"
-	ReasonUpstreamCert  = "upstream-cert-invalid"
-	ReasonTooManyConns  = "too-many-connections"
-	ReasonConnect       = "connect-refused" // a CONNECT request inside an intercepted connection
-)
 
 // Proxy is the transparent egress proxy.
 type Proxy struct {
@@ -326,7 +313,7 @@ func (p *Proxy) handleConn(inner *connListener, c net.Conn) {
 	dst, err := originalDst(tcp)
 	if err != nil {
 		p.cfg.Logger.Warn("egress: no original destination", "client", meta.client, "err", err)
-		fail(ReasonLoop, err.Error())
+		fail(refusal.Loop, err.Error())
 		return
 	}
 	meta.dst = dst
@@ -339,7 +326,7 @@ func (p *Proxy) handleConn(inner *connListener, c net.Conn) {
 			fail("", "")
 			return
 		}
-		fail(ReasonLoop, "connection straight to panopticon's own listener")
+		fail(refusal.Loop, "connection straight to panopticon's own listener")
 		return
 	}
 
@@ -358,7 +345,7 @@ func (p *Proxy) handleConn(inner *connListener, c net.Conn) {
 	case protoTLS:
 		hello, seen, err := clientHello(br)
 		if hello == nil {
-			fail(ReasonNotTLSOrHTTP, fmt.Sprintf("unreadable TLS ClientHello: %v", err))
+			fail(refusal.NotTLSOrHTTP, fmt.Sprintf("unreadable TLS ClientHello: %v", err))
 			return
 		}
 		meta.tls = true
@@ -373,7 +360,7 @@ func (p *Proxy) handleConn(inner *connListener, c net.Conn) {
 		_ = c.SetDeadline(time.Time{})
 		inner.push(wrapped)
 	default:
-		fail(ReasonNotTLSOrHTTP, "first bytes are neither a TLS ClientHello nor an HTTP request")
+		fail(refusal.NotTLSOrHTTP, "first bytes are neither a TLS ClientHello nor an HTTP request")
 	}
 }
 

@@ -8,10 +8,8 @@ import (
 
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
 	"github.com/panopticon-dev/panopticon/internal/policy"
+	"github.com/panopticon-dev/panopticon/internal/refusal"
 )
-
-// ReasonRevoked closes a connection whose destination left the allowlist.
-const ReasonRevoked = "revoked"
 
 // Generational is implemented by a Decider whose answers can change
 // (*policy.Policy: every reload bumps the generation).
@@ -129,7 +127,7 @@ func (p *Proxy) Revalidate() int {
 			continue // nothing let through yet: its first request is decided as usual
 		}
 		d := p.cfg.Policy.Decide(host, int(m.dst.Port()))
-		if d.Allow || (d.Reason != policy.ReasonNotAllowlisted && d.Reason != policy.ReasonPortNotAllowed) {
+		if d.Allow || (d.Reason != refusal.NotAllowlisted && d.Reason != refusal.PortNotAllowed) {
 			continue
 		}
 		st.mu.Lock()
@@ -140,7 +138,7 @@ func (p *Proxy) Revalidate() int {
 		_ = m.raw.Close()
 		n++
 		p.emit(flowlog.Event{
-			Kind: flowlog.KindEgress, Decision: flowlog.Block, Reason: ReasonRevoked,
+			Kind: flowlog.KindEgress, Decision: flowlog.Block, Reason: refusal.Revoked,
 			Client: m.client, Host: host, Port: int(m.dst.Port()),
 			DurationMS: time.Since(m.start).Milliseconds(),
 			Detail:     map[string]string{"dst": m.dst.String(), "policy": d.Reason},

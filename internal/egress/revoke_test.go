@@ -12,6 +12,7 @@ import (
 
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
 	"github.com/panopticon-dev/panopticon/internal/policy"
+	"github.com/panopticon-dev/panopticon/internal/refusal"
 )
 
 type events struct {
@@ -95,7 +96,7 @@ func TestRevalidateCutsOnlyWhatTheNewListRefuses(t *testing.T) {
 		defer ev.mu.Unlock()
 		hosts := map[string]int{}
 		for _, e := range ev.ev {
-			if e.Reason != ReasonRevoked || e.Decision != flowlog.Block || e.Kind != flowlog.KindEgress {
+			if e.Reason != refusal.Revoked || e.Decision != flowlog.Block || e.Kind != flowlog.KindEgress {
 				t.Errorf("event %+v", e)
 			}
 			hosts[e.Host]++

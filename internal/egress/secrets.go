@@ -10,20 +10,10 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/panopticon-dev/panopticon/internal/refusal"
 	"github.com/panopticon-dev/panopticon/internal/secrets"
 
 	"golang.org/x/net/http/httpguts"
-)
-
-// Reasons for refusing a request because of a secret.
-const (
-	ReasonSecretUnauthorised = "secret-not-authorised" // placeholder bound for a host not in its domains
-	ReasonSecretPlainHTTP    = "secret-plain-http"     // placeholder in a plain-HTTP request
-	ReasonSecretLeak         = "secret-leak"           // the agent sent a real value
-	ReasonSecretPin          = "secret-pin-mismatch"   // the upstream key is not pinned for the secret
-	ReasonSuspectedLeak      = "suspected-leak"        // a well-known credential format (LEAK_GUARD=block)
-	ReasonUndecodable        = "undecodable-response"  // a response body that could not be decoded to be scanned for real values
-	ReasonPartialContent     = "partial-content"       // a 206 answer: pieces of a value could be put together again
 )
 
 // Leak guard modes for well-known credential formats.
@@ -48,7 +38,7 @@ func (p *Proxy) applySecrets(r *http.Request, f *Flow) *Block {
 		if kinds := suspectedLeaks(r); len(kinds) > 0 {
 			f.Event.Detail["suspected_leak"] = strings.Join(kinds, ",")
 			if p.cfg.LeakGuard == LeakGuardBlock {
-				return &Block{Reason: ReasonSuspectedLeak, Message: fmt.Sprintf("the request to %s carries what looks like a credential (%s); LEAK_GUARD=block", f.Host, strings.Join(kinds, ", "))}
+				return &Block{Reason: refusal.SuspectedLeak, Message: fmt.Sprintf("the request to %s carries what looks like a credential (%s); LEAK_GUARD=block", f.Host, strings.Join(kinds, ", "))}
 			}
 			p.cfg.Logger.Warn("suspected credential in a request", "host", f.Host, "kinds", kinds)
 		}
@@ -120,7 +110,7 @@ func (p *Proxy) redactResponse(resp *http.Response, f *Flow) *http.Response {
 		return resp
 	}
 	if resp.StatusCode == http.StatusPartialContent {
-		return p.withhold(resp, f, &withheldError{reason: ReasonPartialContent,
+		return p.withhold(resp, f, &withheldError{reason: refusal.PartialContent,
 			msg: "partial content (206) is not passed on while secrets are configured: a value could be read back in pieces"})
 	}
 	decoded, err := red.Response(resp)
@@ -129,7 +119,7 @@ func (p *Proxy) redactResponse(resp *http.Response, f *Flow) *http.Response {
 		if err != nil {
 			msg = fmt.Sprintf("the response body could not be decoded to check it for secret values: %v", err)
 		}
-		return p.withhold(resp, f, &withheldError{reason: ReasonUndecodable, msg: msg})
+		return p.withhold(resp, f, &withheldError{reason: refusal.Undecodable, msg: msg})
 	}
 	if resp.Body != nil && resp.Body != http.NoBody {
 		// Trailers arrive with the end of the body, announced or not (an
@@ -179,18 +169,18 @@ type redactedConn struct {
 func (c *redactedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 func secretBlock(err error, host string) *Block {
-	reason := ReasonSecretUnauthorised
+	reason := refusal.SecretUnauthorised
 	switch {
 	case errors.Is(err, secrets.ErrPlainHTTP):
-		reason = ReasonSecretPlainHTTP
+		reason = refusal.SecretPlainHTTP
 	case errors.Is(err, secrets.ErrLeak):
-		reason = ReasonSecretLeak
+		reason = refusal.SecretLeak
 	case errors.Is(err, secrets.ErrPinMismatch):
-		reason = ReasonSecretPin
+		reason = refusal.SecretPin
 	case errors.Is(err, secrets.ErrUnauthorized):
 	default:
 		// Reading the body failed, or something unexpected: refuse, say why.
-		return &Block{Status: http.StatusBadRequest, Reason: "bad-request", Message: fmt.Sprintf("reading the request for %s: %v", host, err)}
+		return &Block{Reason: refusal.BadRequest, Message: fmt.Sprintf("reading the request for %s: %v", host, err)}
 	}
 	return &Block{Reason: reason, Message: err.Error()}
 }

@@ -13,6 +13,7 @@ import (
 	"testing/iotest"
 
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
+	"github.com/panopticon-dev/panopticon/internal/refusal"
 	"time"
 )
 
@@ -109,13 +110,13 @@ func TestDestination(t *testing.T) {
 		{"TLS host equals SNI", connMeta{dst: dst443, sni: "allowed.test", tls: true}, "allowed.test", "allowed.test", ""},
 		{"TLS host differs only in case and dot", connMeta{dst: dst443, sni: "allowed.test", tls: true}, "Allowed.Test.", "allowed.test", ""},
 		{"TLS host with the right port", connMeta{dst: dst443, sni: "allowed.test", tls: true}, "allowed.test:443", "allowed.test", ""},
-		{"TLS Host differs from SNI", connMeta{dst: dst443, sni: "allowed.test", tls: true}, "denied.test", "allowed.test", ReasonHostMismatch},
-		{"TLS Host port trick", connMeta{dst: dst443, sni: "allowed.test", tls: true}, "allowed.test:8443", "allowed.test", ReasonHostMismatch},
+		{"TLS Host differs from SNI", connMeta{dst: dst443, sni: "allowed.test", tls: true}, "denied.test", "allowed.test", refusal.HostMismatch},
+		{"TLS Host port trick", connMeta{dst: dst443, sni: "allowed.test", tls: true}, "allowed.test:8443", "allowed.test", refusal.HostMismatch},
 		{"TLS without SNI to an IP", connMeta{dst: dst443, tls: true}, "203.0.113.10", "203.0.113.10", "ip-literal"},
-		{"TLS without SNI, named Host", connMeta{dst: dst443, tls: true}, "allowed.test", "allowed.test", ReasonNoSNI},
+		{"TLS without SNI, named Host", connMeta{dst: dst443, tls: true}, "allowed.test", "allowed.test", refusal.NoSNI},
 		{"plain HTTP uses Host", connMeta{dst: dst80}, "allowed.test", "allowed.test", ""},
-		{"plain HTTP without Host", connMeta{dst: dst80}, "", "", ReasonNoHost},
-		{"plain HTTP port trick", connMeta{dst: dst80}, "allowed.test:443", "allowed.test", ReasonHostMismatch},
+		{"plain HTTP without Host", connMeta{dst: dst80}, "", "", refusal.NoHost},
+		{"plain HTTP port trick", connMeta{dst: dst80}, "allowed.test:443", "allowed.test", refusal.HostMismatch},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -141,8 +142,8 @@ func TestRefuseWritesOneLineReasonAndHeader(t *testing.T) {
 	rec := &headerRecorder{h: http.Header{}}
 	ev := newEventForTest()
 	p.refuse(rec, ev, &Block{Reason: "not-allowlisted", Message: "denied.test is not\non the allowlist"})
-	if rec.code != http.StatusForbidden || rec.h.Get(BlockHeader) != "not-allowlisted" {
-		t.Fatalf("got %d %q", rec.code, rec.h.Get(BlockHeader))
+	if rec.code != http.StatusForbidden || rec.h.Get(refusal.Header) != "not-allowlisted" {
+		t.Fatalf("got %d %q", rec.code, rec.h.Get(refusal.Header))
 	}
 	body := rec.body.String()
 	if strings.Count(body, "\n") != 1 || !strings.HasPrefix(body, "panopticon: blocked: denied.test is not on the allowlist") {

@@ -85,6 +85,8 @@ type Event struct {
 	Kind       string    `json:"kind"`
 	Decision   string    `json:"decision"`
 	Reason     string    `json:"reason"`
+	Rule       string    `json:"rule,omitempty"`        // the allowlist entry that allowed the flow (egress, DNS)
+	RuleSource string    `json:"rule_source,omitempty"` // where that entry is written: "allowlist.txt:7"
 	Client     string    `json:"client"`
 	Host       string    `json:"host"`
 	Port       int       `json:"port"`

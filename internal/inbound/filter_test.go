@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
+	"github.com/panopticon-dev/panopticon/internal/refusal"
 )
 
 func mustRules(t *testing.T, lines ...string) *Rules {
@@ -197,7 +198,7 @@ func TestRequestFilter(t *testing.T) {
 				}
 				return
 			}
-			if resp.StatusCode != http.StatusForbidden || resp.Header.Get(BlockHeader) != "filter" {
+			if resp.StatusCode != http.StatusForbidden || resp.Header.Get(refusal.Header) != "filter" {
 				t.Errorf("status %s %s, want 403", resp.Status, body)
 			}
 			if strings.Contains(string(body), "test.rules") {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
+	"github.com/panopticon-dev/panopticon/internal/refusal"
 )
 
 // Handler proxies one door's requests to the app.
@@ -82,19 +83,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	if !h.sourceAllowed(r.RemoteAddr) {
 		w.Header().Set("Connection", "close")
-		h.refuse(rec, st, http.StatusForbidden, ReasonSourceNotAllowed, "source-not-allowed",
+		h.refuse(rec, st, refusal.SourceNotAllowed,
 			"your address is not allowed to reach this service")
 		return
 	}
 	if up := upgradeType(r.Header); up != "" && !strings.EqualFold(up, "websocket") {
-		h.refuse(rec, st, http.StatusBadRequest, ReasonBadUpgrade, "upgrade-not-websocket",
+		h.refuse(rec, st, refusal.BadUpgrade,
 			"only WebSocket upgrades are proxied")
 		return
 	}
 	limit := h.p.cfg.MaxBodyBytes
 	if r.ContentLength > limit {
 		w.Header().Set("Connection", "close")
-		h.refuse(rec, st, http.StatusRequestEntityTooLarge, ReasonBodyTooLarge, "body-too-large",
+		h.refuse(rec, st, refusal.BodyTooLarge,
 			fmt.Sprintf("request body over the %d-byte limit", limit))
 		return
 	}
@@ -115,7 +116,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if where != "" {
 			st.setDetail("matched", where)
-			h.refuse(rec, st, http.StatusForbidden, rule.Reason(), "filter", "request refused by the inbound filter")
+			h.refuse(rec, st, rule.Reason(), "request refused by the inbound filter")
 			h.p.cfg.Logger.Warn("inbound request refused by filter", "rule", rule.Reason(), "matched", where, "client", r.RemoteAddr)
 			return
 		}
@@ -207,15 +208,11 @@ type replayBody struct {
 
 func (b *replayBody) Close() error { return b.c.Close() }
 
-// refuse answers a refusal with a one-line body. tag goes into BlockHeader
+// refuse answers a refusal with a one-line body. tag goes into refusal.Header
 // (the rule itself stays in the flow log, not in the client's hands).
-func (h *Handler) refuse(w http.ResponseWriter, st *reqState, status int, reason, tag, msg string) {
-	st.block(status, reason)
-	w.Header().Set(BlockHeader, tag)
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	io.WriteString(w, "panopticon: "+msg+"\n")
+func (h *Handler) refuse(w http.ResponseWriter, st *reqState, reason, msg string) {
+	st.block(refusal.Status(reason), reason)
+	refusal.Write(w, reason, msg)
 }
 
 // bodyFailed answers a request whose body could not be read.
@@ -223,15 +220,15 @@ func (h *Handler) bodyFailed(w http.ResponseWriter, st *reqState, err error) {
 	var tooLarge *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooLarge):
-		h.refuse(w, st, http.StatusRequestEntityTooLarge, ReasonBodyTooLarge, "body-too-large",
+		h.refuse(w, st, refusal.BodyTooLarge,
 			fmt.Sprintf("request body over the %d-byte limit", tooLarge.Limit))
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		w.Header().Set("Connection", "close")
-		h.refuse(w, st, http.StatusRequestTimeout, ReasonClientTimeout, "client-timeout",
+		h.refuse(w, st, refusal.ClientTimeout,
 			"request body stalled; connection closed")
 	default:
 		w.Header().Set("Connection", "close")
-		h.refuse(w, st, http.StatusBadRequest, ReasonClientError, "client-error", "request body could not be read")
+		h.refuse(w, st, refusal.ClientError, "request body could not be read")
 	}
 }
 
@@ -250,31 +247,18 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	if r.Context().Err() != nil {
 		st.mu.Lock()
-		st.ev.Reason = ReasonClientGone // nobody left to answer
+		st.ev.Reason = refusal.ClientGone // nobody left to answer
 		st.mu.Unlock()
 		return
 	}
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "dial" {
-		st.mu.Lock()
-		st.ev.Reason, st.ev.Status = ReasonAppUnavailable, http.StatusBadGateway
-		st.mu.Unlock()
 		h.p.cfg.Logger.Warn("inbound: the app is not answering", "app", h.app, "err", err)
-		h.writeBadGateway(w, ReasonAppUnavailable, fmt.Sprintf("the app is not answering on %s (%s)", h.app, shortErr(err)))
+		h.refuse(w, st, refusal.AppUnavailable, fmt.Sprintf("the app is not answering on %s (%s)", h.app, shortErr(err)))
 		return
 	}
-	st.mu.Lock()
-	st.ev.Reason, st.ev.Status = ReasonAppError, http.StatusBadGateway
-	st.mu.Unlock()
 	h.p.cfg.Logger.Warn("inbound: bad response from the app", "app", h.app, "err", err)
-	h.writeBadGateway(w, ReasonAppError, "bad response from the app ("+shortErr(err)+")")
-}
-
-func (h *Handler) writeBadGateway(w http.ResponseWriter, tag, msg string) {
-	w.Header().Set(BlockHeader, tag)
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.WriteHeader(http.StatusBadGateway)
-	io.WriteString(w, "panopticon: "+msg+"\n")
+	h.refuse(w, st, refusal.AppError, "bad response from the app ("+shortErr(err)+")")
 }
 
 // shortErr is the innermost cause, e.g. "connection refused".

@@ -40,22 +40,6 @@ import (
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
 )
 
-// BlockHeader carries the reason of every refusal.
-const BlockHeader = "X-Panopticon-Block"
-
-// Reasons in flow events (a filter match is Rule.Reason(), "filter:<file>:<line>").
-const (
-	ReasonSourceNotAllowed = "source-not-allowed"
-	ReasonAppUnavailable   = "app-unavailable"
-	ReasonAppError         = "app-error"
-	ReasonBodyTooLarge     = "body-too-large"
-	ReasonClientTimeout    = "client-timeout"
-	ReasonClientError      = "client-error"
-	ReasonClientGone       = "client-gone"
-	ReasonBadUpgrade       = "upgrade-not-websocket"
-	ReasonWSProtocol       = "websocket-protocol-error"
-)
-
 // Defaults for zero Config fields.
 const (
 	DefaultMaxBodyBytes      = 32 << 20

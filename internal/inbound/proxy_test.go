@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
+	"github.com/panopticon-dev/panopticon/internal/refusal"
 )
 
 // echoApp answers with what it received, as JSON, and counts its requests.
@@ -197,7 +198,7 @@ func TestBodyLimit(t *testing.T) {
 			t.Errorf("chunked=%v: status %s (%s), want 413", chunked, resp.Status, b)
 		}
 	}
-	if ev := r.events.wait(t, 1); ev.Reason != ReasonBodyTooLarge || ev.Status != 413 || ev.Decision != flowlog.Block {
+	if ev := r.events.wait(t, 1); ev.Reason != refusal.BodyTooLarge || ev.Status != 413 || ev.Decision != flowlog.Block {
 		t.Errorf("flow event %+v", ev)
 	}
 	// A normal request still works.
@@ -224,10 +225,10 @@ func TestAppDownGives502AndRecovers(t *testing.T) {
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(b), "not answering on "+addr) ||
-		strings.Count(string(b), "\n") != 1 || resp.Header.Get(BlockHeader) != ReasonAppUnavailable {
+		strings.Count(string(b), "\n") != 1 || resp.Header.Get(refusal.Header) != refusal.AppUnavailable {
 		t.Errorf("app down: %s %q", resp.Status, b)
 	}
-	if ev := r.events.wait(t, 1); ev.Reason != ReasonAppUnavailable || ev.Status != 502 {
+	if ev := r.events.wait(t, 1); ev.Reason != refusal.AppUnavailable || ev.Status != 502 {
 		t.Errorf("flow event %+v", ev)
 	}
 
@@ -274,7 +275,7 @@ func TestSourceAllowlist(t *testing.T) {
 			}
 			ev := r.events.wait(t, 1)
 			if tc.want == 403 {
-				if app.hits.Load() != 0 || ev.Reason != ReasonSourceNotAllowed || ev.Decision != flowlog.Block {
+				if app.hits.Load() != 0 || ev.Reason != refusal.SourceNotAllowed || ev.Decision != flowlog.Block {
 					t.Errorf("refused source reached the app (%d) or flow event %+v", app.hits.Load(), ev)
 				}
 			} else if ev.Decision != flowlog.Allow {

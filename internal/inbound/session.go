@@ -10,6 +10,8 @@ import (
 	"sync"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/panopticon-dev/panopticon/internal/refusal"
 )
 
 // hijackedConn wraps the client connection of an upgraded request: a
@@ -37,7 +39,7 @@ func (h *Handler) hijackedConn(rec *recorder, c net.Conn, brw *bufio.ReadWriter)
 			},
 			func(rule Rule, protoErr error) {
 				if protoErr != nil {
-					st.block(0, ReasonWSProtocol)
+					st.block(0, refusal.WSProtocol)
 					st.setDetail("error", protoErr.Error())
 					return
 				}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
+	"github.com/panopticon-dev/panopticon/internal/refusal"
 )
 
 // wsSession dials the rig's door and upgrades to a WebSocket.
@@ -101,7 +102,7 @@ func TestWebSocketEchoesAndFilters(t *testing.T) {
 					t.Errorf("the app received %q", got)
 				}
 				ev := r.events.wait(t, 1)
-				if ev.Decision != flowlog.Block || ev.Status != 101 || !(ev.Reason == "filter:test.rules:1" || ev.Reason == ReasonWSProtocol) {
+				if ev.Decision != flowlog.Block || ev.Status != 101 || !(ev.Reason == "filter:test.rules:1" || ev.Reason == refusal.WSProtocol) {
 					t.Errorf("flow event %+v", ev)
 				}
 				return

@@ -25,6 +25,7 @@ import (
 	"sync"
 
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
+	"github.com/panopticon-dev/panopticon/internal/refusal"
 )
 
 // DurationBuckets are the upper bounds (seconds) of the upstream duration histogram.
@@ -40,6 +41,7 @@ type Metrics struct {
 	flows    map[[2]string]uint64 // kind, decision
 	bytes    map[[2]string]uint64 // kind, direction
 	dns      map[[2]string]uint64 // decision, rcode
+	blocks   map[[2]string]uint64 // kind, registered reason
 	buckets  []uint64             // cumulative counts are computed at write time
 	durCount uint64
 	durSum   float64
@@ -51,6 +53,7 @@ func New() *Metrics {
 		flows:   map[[2]string]uint64{},
 		bytes:   map[[2]string]uint64{},
 		dns:     map[[2]string]uint64{},
+		blocks:  map[[2]string]uint64{},
 		buckets: make([]uint64, len(DurationBuckets)+1), // the last is +Inf
 	}
 }
@@ -60,6 +63,9 @@ func (m *Metrics) Observe(e flowlog.Event) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	inc(m.flows, [2]string{e.Kind, e.Decision}, 1)
+	if e.Decision == flowlog.Block || e.Decision == flowlog.WouldBlock {
+		inc(m.blocks, [2]string{e.Kind, reasonLabel(e.Reason)}, 1)
+	}
 	if e.BytesIn > 0 {
 		inc(m.bytes, [2]string{e.Kind, "in"}, uint64(e.BytesIn))
 	}
@@ -80,6 +86,15 @@ func (m *Metrics) Observe(e flowlog.Event) {
 		m.durCount++
 		m.durSum += s
 	}
+}
+
+// reasonLabel is the registered token of a reason ("filter:f.txt:3" counts
+// as "filter"), or "other": labels stay a short, fixed list.
+func reasonLabel(token string) string {
+	if r, ok := refusal.Lookup(token); ok {
+		return r.Token
+	}
+	return "other"
 }
 
 func inc(m map[[2]string]uint64, k [2]string, n uint64) {
@@ -108,11 +123,12 @@ const ContentType = "text/plain; version=0.0.4; charset=utf-8"
 func (m *Metrics) WriteTo(w io.Writer, src Sources) error {
 	bw := bufio.NewWriter(w)
 	m.mu.Lock()
-	flows, bytes, dns := maps.Clone(m.flows), maps.Clone(m.bytes), maps.Clone(m.dns)
+	flows, bytes, dns, blocks := maps.Clone(m.flows), maps.Clone(m.bytes), maps.Clone(m.dns), maps.Clone(m.blocks)
 	buckets, count, sum := slices.Clone(m.buckets), m.durCount, m.durSum
 	m.mu.Unlock()
 
 	pairs(bw, "panopticon_flows_total", "Flows by door and decision.", "kind", "decision", flows)
+	pairs(bw, "panopticon_blocks_total", "Refusals (and audit mode's would-be refusals) by door and reason, as in the flow log.", "kind", "reason", blocks)
 	pairs(bw, "panopticon_bytes_total", "Bytes by door; in is received from the far side, out is sent to it.", "kind", "direction", bytes)
 	header(bw, "panopticon_upstream_duration_seconds", "histogram", "Duration of allowed egress flows, from request to the end of the response.")
 	var cum uint64

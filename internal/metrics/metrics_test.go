@@ -58,8 +58,10 @@ func TestExposition(t *testing.T) {
 	m.Observe(flowlog.Event{Kind: "egress", Decision: "allow", BytesIn: 5, DurationMS: 2000})
 	m.Observe(flowlog.Event{Kind: "egress", Decision: "block", Reason: "not-allowlisted"})
 	m.Observe(flowlog.Event{Kind: "dns", Decision: "allow", Detail: map[string]string{"rcode": "NOERROR"}})
-	m.Observe(flowlog.Event{Kind: "dns", Decision: "block", Detail: map[string]string{"rcode": "NXDOMAIN"}})
-	m.Observe(flowlog.Event{Kind: "dns", Decision: "block", Detail: map[string]string{"rcode": "NXDOMAIN"}})
+	m.Observe(flowlog.Event{Kind: "dns", Decision: "block", Reason: "not-allowlisted", Detail: map[string]string{"rcode": "NXDOMAIN"}})
+	m.Observe(flowlog.Event{Kind: "dns", Decision: "block", Reason: "not-allowlisted", Detail: map[string]string{"rcode": "NXDOMAIN"}})
+	m.Observe(flowlog.Event{Kind: "inbound", Decision: "block", Reason: "filter:filters.txt:3"})
+	m.Observe(flowlog.Event{Kind: "inbound", Decision: "block", Reason: "agent-chosen-" + strings.Repeat("x", 9)})
 
 	var b strings.Builder
 	err := m.WriteTo(&b, Sources{
@@ -77,6 +79,10 @@ func TestExposition(t *testing.T) {
 		`panopticon_flows_total{kind="egress",decision="allow"}`:          2,
 		`panopticon_flows_total{kind="egress",decision="block"}`:          1,
 		`panopticon_flows_total{kind="dns",decision="block"}`:             2,
+		`panopticon_blocks_total{kind="egress",reason="not-allowlisted"}`: 1,
+		`panopticon_blocks_total{kind="dns",reason="not-allowlisted"}`:    2,
+		`panopticon_blocks_total{kind="inbound",reason="filter"}`:         1, // the rule's file and line are not a label
+		`panopticon_blocks_total{kind="inbound",reason="other"}`:          1, // an unregistered reason does not grow the scrape
 		`panopticon_bytes_total{kind="egress",direction="in"}`:            1005,
 		`panopticon_bytes_total{kind="egress",direction="out"}`:           200,
 		`panopticon_upstream_duration_seconds_bucket{le="0.025"}`:         0,

@@ -90,8 +90,8 @@ func FuzzDecide(f *testing.F) {
 			t.Fatalf("Decide(%q) allowed an IP literal", host)
 		}
 		e, ok := list.Match(name, port)
-		if !ok || e.String() != d.Rule {
-			t.Fatalf("Decide(%q, %d) rule %q, but Match gives %q, %v", host, port, d.Rule, e, ok)
+		if !ok || e.String() != d.Rule() {
+			t.Fatalf("Decide(%q, %d) rule %q, but Match gives %q, %v", host, port, d.Rule(), e, ok)
 		}
 	})
 }

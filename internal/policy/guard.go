@@ -7,7 +7,7 @@ import (
 )
 
 // ErrPrivateAddress is wrapped by every error Guard.Check returns, so a door
-// can map it to ReasonPrivateAddress with errors.Is.
+// can map it to refusal.PrivateAddress with errors.Is.
 var ErrPrivateAddress = errors.New("private address")
 
 // Guard refuses upstream addresses in private ranges: loopback, RFC 1918,

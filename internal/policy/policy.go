@@ -6,11 +6,11 @@
 //
 //	list, err := policy.ParseFile("/etc/panopticon/allowlist.txt")
 //	p := policy.New(list, policy.NewGuard(nil))
-//	d := p.Decide("api.openai.com", 443) // d.Allow, d.Rule, d.Reason
+//	d := p.Decide("api.openai.com", 443) // d.Allow, d.Entry, d.Reason
 //
 //	go policy.Watch(ctx, path, time.Second, p.Swap, func(err error) { log.Warn(...) })
 //	...
-//	if err := p.Guard().Check(addr); err != nil { /* ReasonPrivateAddress */ }
+//	if err := p.Guard().Check(addr); err != nil { /* refusal.PrivateAddress */ }
 //
 // Matching costs O(labels of the host) whatever the size of the list, so lists
 // of 100,000 entries are fine. Host names are normalised by one function,
@@ -22,23 +22,34 @@ package policy
 
 import (
 	"errors"
+	"strconv"
 	"sync/atomic"
-)
 
-// Reasons a destination is refused. They appear verbatim in flow events.
-const (
-	ReasonNotAllowlisted = "not-allowlisted"  // no entry matches the host
-	ReasonPortNotAllowed = "port-not-allowed" // an entry matches the host, but not on this port
-	ReasonIPLiteral      = "ip-literal"       // destinations are names, never addresses
-	ReasonBadHost        = "bad-host"         // empty or malformed host name
-	ReasonPrivateAddress = "private-address"  // the name resolved into a guarded range
+	"github.com/panopticon-dev/panopticon/internal/refusal"
 )
 
 // Decision is the answer to "may this host:port be reached".
 type Decision struct {
 	Allow  bool
-	Rule   string // the matching entry as written, e.g. "*.example.com" (when allowed)
-	Reason string // one of the Reason constants (when refused); empty when allowed
+	Entry  Entry  // the matching entry, with its file and line (when allowed)
+	Reason string // a refusal token (internal/refusal) when refused; empty when allowed
+}
+
+// Rule is the matching entry as written, e.g. "*.example.com:8443" ("" when refused).
+func (d Decision) Rule() string {
+	if !d.Allow {
+		return ""
+	}
+	return d.Entry.String()
+}
+
+// RuleSource is where the matching entry was written, "allowlist.txt:7"
+// ("" when refused).
+func (d Decision) RuleSource() string {
+	if !d.Allow || d.Entry.Source == "" {
+		return ""
+	}
+	return d.Entry.Source + ":" + strconv.Itoa(d.Entry.Line)
 }
 
 // Policy is the live policy every door asks. Safe for concurrent use.
@@ -98,27 +109,27 @@ func (p *Policy) Guard() Guard { return p.guard }
 // means "any port" (used by DNS). Never panics on hostile input.
 func (p *Policy) Decide(host string, port int) Decision {
 	if IsIPLiteral(host) {
-		return Decision{Reason: ReasonIPLiteral}
+		return Decision{Reason: refusal.IPLiteral}
 	}
 	name, err := normalizeHost(host)
 	switch {
 	case errors.Is(err, errIPLiteral): // e.g. full-width digits mapped to ASCII
-		return Decision{Reason: ReasonIPLiteral}
+		return Decision{Reason: refusal.IPLiteral}
 	case err != nil:
-		return Decision{Reason: ReasonBadHost}
+		return Decision{Reason: refusal.BadHost}
 	}
 	lists := [2]*Allowlist{p.Current(), p.Runtime()}
 	for _, list := range lists {
 		if e, ok := list.Match(name, port); ok {
-			return Decision{Allow: true, Rule: e.String()}
+			return Decision{Allow: true, Entry: e}
 		}
 	}
 	if port != 0 {
 		for _, list := range lists {
 			if _, ok := list.Match(name, 0); ok {
-				return Decision{Reason: ReasonPortNotAllowed}
+				return Decision{Reason: refusal.PortNotAllowed}
 			}
 		}
 	}
-	return Decision{Reason: ReasonNotAllowlisted}
+	return Decision{Reason: refusal.NotAllowlisted}
 }

@@ -5,7 +5,15 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+
+	"github.com/panopticon-dev/panopticon/internal/refusal"
 )
+
+// verdict is what a Decision says, in the terms an allowlist is written in.
+type verdict struct {
+	Allow        bool
+	Rule, Reason string
+}
 
 func TestDecide(t *testing.T) {
 	p := New(mustParse(t, `
@@ -17,49 +25,50 @@ bücher.example
 	tests := []struct {
 		host string
 		port int
-		want Decision
+		want verdict
 	}{
-		{"example.com", 443, Decision{Allow: true, Rule: "example.com"}},
-		{"EXAMPLE.com.", 80, Decision{Allow: true, Rule: "example.com"}},
-		{"example.com", 0, Decision{Allow: true, Rule: "example.com"}},
-		{"example.com", 22, Decision{Reason: ReasonPortNotAllowed}},
-		{"example.com", -1, Decision{Reason: ReasonPortNotAllowed}},
-		{"api.GitHub.com", 443, Decision{Allow: true, Rule: "*.github.com"}},
-		{"github.com", 443, Decision{Allow: true, Rule: "*.github.com"}},
-		{"alt.test", 8443, Decision{Allow: true, Rule: "alt.test:8443"}},
-		{"alt.test", 443, Decision{Reason: ReasonPortNotAllowed}},
-		{"bücher.example", 443, Decision{Allow: true, Rule: "xn--bcher-kva.example"}},
-		{"XN--BCHER-KVA.example", 443, Decision{Allow: true, Rule: "xn--bcher-kva.example"}},
-		{"evil.test", 443, Decision{Reason: ReasonNotAllowlisted}},
-		{"evil.test", 0, Decision{Reason: ReasonNotAllowlisted}},
-		{"notgithub.com", 443, Decision{Reason: ReasonNotAllowlisted}},
+		{"example.com", 443, verdict{Allow: true, Rule: "example.com"}},
+		{"EXAMPLE.com.", 80, verdict{Allow: true, Rule: "example.com"}},
+		{"example.com", 0, verdict{Allow: true, Rule: "example.com"}},
+		{"example.com", 22, verdict{Reason: refusal.PortNotAllowed}},
+		{"example.com", -1, verdict{Reason: refusal.PortNotAllowed}},
+		{"api.GitHub.com", 443, verdict{Allow: true, Rule: "*.github.com"}},
+		{"github.com", 443, verdict{Allow: true, Rule: "*.github.com"}},
+		{"alt.test", 8443, verdict{Allow: true, Rule: "alt.test:8443"}},
+		{"alt.test", 443, verdict{Reason: refusal.PortNotAllowed}},
+		{"bücher.example", 443, verdict{Allow: true, Rule: "xn--bcher-kva.example"}},
+		{"XN--BCHER-KVA.example", 443, verdict{Allow: true, Rule: "xn--bcher-kva.example"}},
+		{"evil.test", 443, verdict{Reason: refusal.NotAllowlisted}},
+		{"evil.test", 0, verdict{Reason: refusal.NotAllowlisted}},
+		{"notgithub.com", 443, verdict{Reason: refusal.NotAllowlisted}},
 
-		{"10.0.0.1", 443, Decision{Reason: ReasonIPLiteral}},
-		{"1.2.3.4.", 443, Decision{Reason: ReasonIPLiteral}},
-		{"3232235777", 443, Decision{Reason: ReasonIPLiteral}},
-		{"0xc0a80001", 443, Decision{Reason: ReasonIPLiteral}},
-		{"0300.0250.0.1", 443, Decision{Reason: ReasonIPLiteral}},
-		{"127.1", 443, Decision{Reason: ReasonIPLiteral}},
-		{"10.1.1", 443, Decision{Reason: ReasonIPLiteral}},
-		{"::1", 443, Decision{Reason: ReasonIPLiteral}},
-		{"[::1]", 443, Decision{Reason: ReasonIPLiteral}},
-		{"::ffff:10.0.0.1", 443, Decision{Reason: ReasonIPLiteral}},
-		{"fe80::1%eth0", 443, Decision{Reason: ReasonIPLiteral}},
-		{"１２７．０．０．１", 443, Decision{Reason: ReasonIPLiteral}},
-		{"example.com.123", 443, Decision{Reason: ReasonIPLiteral}},
+		{"10.0.0.1", 443, verdict{Reason: refusal.IPLiteral}},
+		{"1.2.3.4.", 443, verdict{Reason: refusal.IPLiteral}},
+		{"3232235777", 443, verdict{Reason: refusal.IPLiteral}},
+		{"0xc0a80001", 443, verdict{Reason: refusal.IPLiteral}},
+		{"0300.0250.0.1", 443, verdict{Reason: refusal.IPLiteral}},
+		{"127.1", 443, verdict{Reason: refusal.IPLiteral}},
+		{"10.1.1", 443, verdict{Reason: refusal.IPLiteral}},
+		{"::1", 443, verdict{Reason: refusal.IPLiteral}},
+		{"[::1]", 443, verdict{Reason: refusal.IPLiteral}},
+		{"::ffff:10.0.0.1", 443, verdict{Reason: refusal.IPLiteral}},
+		{"fe80::1%eth0", 443, verdict{Reason: refusal.IPLiteral}},
+		{"１２７．０．０．１", 443, verdict{Reason: refusal.IPLiteral}},
+		{"example.com.123", 443, verdict{Reason: refusal.IPLiteral}},
 
-		{"", 443, Decision{Reason: ReasonBadHost}},
-		{".", 443, Decision{Reason: ReasonBadHost}},
-		{"example.com:443", 443, Decision{Reason: ReasonBadHost}},
-		{`evil\.github.com`, 443, Decision{Reason: ReasonBadHost}},
-		{"example.com\x00", 443, Decision{Reason: ReasonBadHost}},
-		{"exa mple.com", 443, Decision{Reason: ReasonBadHost}},
-		{"*.github.com", 443, Decision{Reason: ReasonBadHost}},
-		{"\xff\xfe", 443, Decision{Reason: ReasonBadHost}},
+		{"", 443, verdict{Reason: refusal.BadHost}},
+		{".", 443, verdict{Reason: refusal.BadHost}},
+		{"example.com:443", 443, verdict{Reason: refusal.BadHost}},
+		{`evil\.github.com`, 443, verdict{Reason: refusal.BadHost}},
+		{"example.com\x00", 443, verdict{Reason: refusal.BadHost}},
+		{"exa mple.com", 443, verdict{Reason: refusal.BadHost}},
+		{"*.github.com", 443, verdict{Reason: refusal.BadHost}},
+		{"\xff\xfe", 443, verdict{Reason: refusal.BadHost}},
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%q:%d", tt.host, tt.port), func(t *testing.T) {
-			if got := p.Decide(tt.host, tt.port); got != tt.want {
+			d := p.Decide(tt.host, tt.port)
+			if got := (verdict{Allow: d.Allow, Rule: d.Rule(), Reason: d.Reason}); got != tt.want {
 				t.Fatalf("Decide(%q, %d) = %+v, want %+v", tt.host, tt.port, got, tt.want)
 			}
 		})
@@ -71,7 +80,7 @@ func TestNewNilList(t *testing.T) {
 	if p.Current() == nil {
 		t.Fatal("Current() = nil, want an empty allowlist")
 	}
-	if d := p.Decide("example.com", 443); d != (Decision{Reason: ReasonNotAllowlisted}) {
+	if d := p.Decide("example.com", 443); d != (Decision{Reason: refusal.NotAllowlisted}) {
 		t.Fatalf("Decide on an empty policy = %+v, want not-allowlisted", d)
 	}
 	p.Swap(mustParse(t, "example.com"))
@@ -109,7 +118,7 @@ func TestSwapConcurrent(t *testing.T) {
 				if !da.Allow && !db.Allow {
 					// Both refused can happen across a swap between the two
 					// calls, but each must be a clean not-allowlisted.
-					if da.Reason != ReasonNotAllowlisted || db.Reason != ReasonNotAllowlisted {
+					if da.Reason != refusal.NotAllowlisted || db.Reason != refusal.NotAllowlisted {
 						t.Errorf("unexpected decisions %+v %+v", da, db)
 						return
 					}
@@ -183,7 +192,7 @@ func TestRuntimeEntriesAllowAlongsideTheFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.SetRuntime(rt)
-	if d := p.Decide("added.test", 443); !d.Allow || d.Rule != "added.test" {
+	if d := p.Decide("added.test", 443); !d.Allow || d.Rule() != "added.test" {
 		t.Fatalf("runtime entry not honoured: %+v", d)
 	}
 	if d := p.Decide("allowed.test", 443); !d.Allow {
@@ -193,7 +202,7 @@ func TestRuntimeEntriesAllowAlongsideTheFile(t *testing.T) {
 	if d := p.Decide("added.test", 443); !d.Allow {
 		t.Fatalf("file reload dropped the runtime entries: %+v", d)
 	}
-	if d := p.Decide("added.test", 8443); d.Allow || d.Reason != ReasonPortNotAllowed {
+	if d := p.Decide("added.test", 8443); d.Allow || d.Reason != refusal.PortNotAllowed {
 		t.Fatalf("runtime entry allowed another port: %+v", d)
 	}
 	p.SetRuntime(nil)

@@ -367,7 +367,7 @@ func TestEgress(t *testing.T) {
 			{Kind: "egress", Decision: "allow", Host: "wild.test", Port: 443},
 			{Kind: "egress", Decision: "block", Reason: "not-allowlisted", Host: "denied.test", Port: 443},
 			{Kind: "egress", Decision: "block", Reason: "not-allowlisted", Host: "xwild.test", Port: 443},
-			{Kind: "egress", Decision: "block", Host: "alt.test", Port: 443},
+			{Kind: "egress", Decision: "block", Reason: "port-not-allowed", Host: "alt.test", Port: 443},
 			{Kind: "egress", Decision: "block", Reason: "ip-literal"},
 			{Kind: "egress", Decision: "block", Reason: "private-address", Host: "private.test"},
 			{Kind: "dns", Decision: "allow", Host: "allowed.test"},
@@ -378,6 +378,15 @@ func TestEgress(t *testing.T) {
 		if f := p.WaitFlow(t, FlowMatch{Kind: "egress", Decision: "allow", Host: "allowed.test", Port: 443}); f.raw != "" {
 			if f.Method == "" || f.Status == 0 || f.Path == "" {
 				t.Errorf("allowed egress event lacks method/status/path: %s", f)
+			}
+			// allowed.test is line 2 of the allowlist.
+			if f.Rule != "allowed.test" || !strings.HasSuffix(f.RuleSrc, "allowlist.txt:2") {
+				t.Errorf("allowed egress event does not name the line that allowed it: %s", f)
+			}
+		}
+		if f := p.WaitFlow(t, FlowMatch{Kind: "dns", Decision: "allow", Host: "allowed.test"}); f.raw != "" {
+			if f.Rule != "allowed.test" || !strings.HasSuffix(f.RuleSrc, "allowlist.txt:2") {
+				t.Errorf("allowed DNS event does not name the line that allowed it: %s", f)
 			}
 		}
 		for _, f := range p.Flows(t) {

@@ -242,6 +242,8 @@ type Flow struct {
 	Kind     string            `json:"kind"`
 	Decision string            `json:"decision"`
 	Reason   string            `json:"reason"`
+	Rule     string            `json:"rule"`
+	RuleSrc  string            `json:"rule_source"`
 	Client   string            `json:"client"`
 	Host     string            `json:"host"`
 	Port     int               `json:"port"`
