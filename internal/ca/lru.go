@@ -52,5 +52,3 @@ func (c *lru) remove(name string) {
 		delete(c.items, name)
 	}
 }
-
-func (c *lru) len() int { return c.order.Len() }

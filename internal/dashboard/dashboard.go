@@ -103,9 +103,6 @@ func New(opts Options) *Server {
 	}
 }
 
-// Metrics returns the counters /metrics serves.
-func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
-
 // Seed loads past events (oldest first) into the ring and the summaries,
 // but not into the metrics, which count from start-up.
 func (s *Server) Seed(events []flowlog.Event) {

@@ -93,12 +93,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.refuse(w, ev, blk)
 		return
 	}
-	if p.cfg.Hooks.Request != nil {
-		if blk := p.cfg.Hooks.Request(r, flow); blk != nil {
-			p.refuse(w, ev, blk)
-			return
-		}
-	}
 	var sent atomic.Int64
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &countingBody{ReadCloser: r.Body, n: &sent}
@@ -265,10 +259,6 @@ func (p *Proxy) headerSnapshot(h http.Header) map[string][]string {
 	return out
 }
 
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
-}
-
 // onRequest tags the goproxy context with our flow so onResponse can find it.
 func (p *Proxy) onRequest(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
 	flow, _ := r.Context().Value(flowKey{}).(*Flow)
@@ -310,9 +300,6 @@ func (p *Proxy) onResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Res
 			flow.respLength = resp.ContentLength
 			resp.Body = &watchedBody{ReadCloser: resp.Body, flow: flow}
 		}
-	}
-	if flow != nil && p.cfg.Hooks.Response != nil {
-		p.cfg.Hooks.Response(resp, flow)
 	}
 	return resp
 }

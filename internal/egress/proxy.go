@@ -32,7 +32,6 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -77,8 +76,6 @@ type Config struct {
 	// well-known credential formats (default log).
 	Secrets   *secrets.Table
 	LeakGuard string
-	// Hooks let other features (secrets) rewrite requests and responses.
-	Hooks Hooks
 
 	MaxConns          int           // concurrent client connections (default 10000)
 	HandshakeTimeout  time.Duration // to read the first bytes and finish TLS (default 10s)
@@ -87,16 +84,7 @@ type Config struct {
 	ReadHeaderTimeout time.Duration // default 10s
 }
 
-// Hooks extend request handling. Both are optional.
-type Hooks struct {
-	// Request runs after the destination was allowed and before anything is
-	// sent upstream. It may rewrite req; a non-nil *Block refuses the request.
-	Request func(req *http.Request, f *Flow) *Block
-	// Response may rewrite the upstream response before it reaches the app.
-	Response func(resp *http.Response, f *Flow)
-}
-
-// Flow is what a door knows about one request, shared with hooks.
+// Flow is what the egress door knows about one request.
 type Flow struct {
 	Host        string // the verified destination name (the SNI for TLS)
 	Port        int
@@ -124,7 +112,6 @@ type Proxy struct {
 	tlsConf  *tls.Config
 	own      map[uint16]bool
 	conns    chan struct{}
-	active   atomic.Int64
 	pinnedMu sync.Mutex
 	pinned   map[string]*http.Transport // host+secrets → transport enforcing pins
 	live     liveConns
@@ -188,9 +175,6 @@ func New(cfg Config) *Proxy {
 	return p
 }
 
-// ActiveConns is the number of client connections being served.
-func (p *Proxy) ActiveConns() int64 { return p.active.Load() }
-
 // Serve accepts connections from ln until ctx is done, then stops accepting
 // and gives open requests until they finish (bounded by the caller's exit).
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
@@ -229,7 +213,6 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 			_ = c.Close()
 			continue
 		}
-		p.active.Add(1)
 		go p.handleConn(inner, c)
 	}
 }
@@ -286,7 +269,6 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 
 func (p *Proxy) handleConn(inner *connListener, c net.Conn) {
 	release := func() {
-		p.active.Add(-1)
 		<-p.conns
 	}
 	start := time.Now()

@@ -39,7 +39,6 @@ type reqState struct {
 	mu    sync.Mutex
 	ev    flowlog.Event
 	body  *bodyReader
-	ws    *wsConn
 	start time.Time
 }
 

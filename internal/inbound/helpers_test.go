@@ -63,17 +63,6 @@ func (s *sink) wait(t *testing.T, n int) flowlog.Event {
 	}
 }
 
-func (s *sink) last(t *testing.T) flowlog.Event {
-	t.Helper()
-	s.mu.Lock()
-	n := len(s.events)
-	s.mu.Unlock()
-	if n == 0 {
-		return s.wait(t, 1)
-	}
-	return s.wait(t, n)
-}
-
 // testCA is a throwaway CA and minter.
 type testCA struct {
 	ca     *ca.CA

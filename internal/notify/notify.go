@@ -260,11 +260,6 @@ func Sign(secret string, body []byte) string {
 	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
 }
 
-// Verify reports whether sig (a SignatureHeader value) signs body under secret.
-func Verify(secret string, body []byte, sig string) bool {
-	return hmac.Equal([]byte(Sign(secret, body)), []byte(sig))
-}
-
 // errPermanent marks an answer that retrying will not change (4xx but 429).
 var errPermanent = errors.New("not retried")
 

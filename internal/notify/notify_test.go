@@ -2,6 +2,7 @@ package notify
 
 import (
 	"context"
+	"crypto/hmac"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -91,10 +92,10 @@ func TestOneSignedNotificationPerDedupedBlock(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	for i, body := range bodies {
-		if !Verify("s3cret", body, sigs[i]) {
+		if !verify("s3cret", body, sigs[i]) {
 			t.Errorf("post %d: signature %q does not verify", i, sigs[i])
 		}
-		if Verify("wrong", body, sigs[i]) {
+		if verify("wrong", body, sigs[i]) {
 			t.Errorf("post %d verifies under the wrong secret", i)
 		}
 		var m struct {
@@ -278,4 +279,10 @@ func TestTextKeepsAgentControlledPartsInert(t *testing.T) {
 	if !strings.Contains(got, "&lt;https://evil.example/?d=DATA|Approve&gt;") {
 		t.Errorf("text %q does not show the escaped path", got)
 	}
+}
+
+// verify is what a webhook receiver does: recompute the signature and
+// compare in constant time.
+func verify(secret string, body []byte, sig string) bool {
+	return hmac.Equal([]byte(Sign(secret, body)), []byte(sig))
 }

@@ -36,21 +36,12 @@ func parseCoding(contentEncoding string) coding {
 	return codingUnknown // br, zstd, compress, and lists such as "gzip, br"
 }
 
-// CanDecode reports whether response bodies with this Content-Encoding can
-// be decoded for redaction: identity, gzip, deflate, br and zstd, also stacked
-// ("gzip, br"). A body that cannot be decoded must not reach the app when
-// secrets are configured: it could carry a real value unseen.
-func CanDecode(contentEncoding string) bool {
-	_, ok := parseCodings(contentEncoding)
-	return ok
-}
-
 // AcceptEncoding lists the codings responses can be decoded from; send it (or
 // the agent's list cut down to it) upstream as Accept-Encoding.
 const AcceptEncoding = "gzip, deflate, br, zstd"
 
 // FilterAcceptEncoding cuts the agent's Accept-Encoding down to codings
-// CanDecode knows, keeping their order and weights ("" when none is left:
+// responses can be decoded from, keeping their order and weights ("" when none is left:
 // the upstream then answers in identity).
 func FilterAcceptEncoding(accept string) string {
 	var keep []string
