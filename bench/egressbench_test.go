@@ -292,6 +292,16 @@ func client(pool *x509.CertPool, direct, keepAlive bool) *http.Client {
 	if direct {
 		d = upstream.Marked(mark, 5*time.Second)
 	}
+	// The proxy dials the upstream from 203.0.113.10. A client on the same
+	// address, or a direct client where a proxied one was (conntrack keeps a
+	// closed connection's NAT mapping for minutes, across runs), could reuse
+	// a source port whose old mapping then sends the new connection to the
+	// wrong listener. Each kind of client gets its own loopback source.
+	src := net.IPv4(127, 0, 0, 1)
+	if direct {
+		src = net.IPv4(127, 0, 0, 2)
+	}
+	d.LocalAddr = &net.TCPAddr{IP: src}
 	conf := &tls.Config{RootCAs: pool, ClientSessionCache: tls.NewLRUClientSessionCache(64)}
 	return &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {

@@ -46,7 +46,7 @@ fi
 # ---- build ----
 version=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
 go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$bin/panopticon" ./cmd/panopticon
-go build -trimpath -o "$bin/panobench" ./bench/cmd/panobench
+(cd bench && go build -trimpath -o "../$bin/panobench" ./cmd/panobench) # its own module
 export PANOPTICON_VERSION=$version
 baseline=
 if [[ -n ${BENCH_BASELINE:-} ]]; then
@@ -76,7 +76,7 @@ cleanup # leftovers of an interrupted run
 # ---- in-process Go benchmarks with CPU and allocation profiles ----
 gobench=$out/gobench-$ts.txt
 if [[ ${BENCH_PROFILE:-1} == 1 ]]; then
-	go test -c -o "$bin/egressbench.test" ./bench/
+	(cd bench && go test -c -o "../$bin/egressbench.test" .)
 	ip netns add bench-prof
 	ip -n bench-prof link set lo up
 	ip -n bench-prof addr add 203.0.113.10/32 dev lo

@@ -136,29 +136,7 @@ func TestSwapConcurrent(t *testing.T) {
 	wg.Wait()
 }
 
-func BenchmarkDecide(b *testing.B) {
-	for _, n := range []int{10, 100_000} {
-		list, err := Parse([]byte(bigList(n)), "allowlist.txt")
-		if err != nil {
-			b.Fatal(err)
-		}
-		p := New(list, NewGuard(nil))
-		hosts := []string{
-			fmt.Sprintf("host%d.example-domain.com", n-1),            // exact
-			fmt.Sprintf("a.b.c.svc%d.example-domain.com", (n-1)/4*4), // wildcard, deep
-			"api.not-listed.example",                                 // miss
-			"API.Example-Domain.COM.",                                // miss, needs lower-casing
-		}
-		b.Run(fmt.Sprintf("entries=%d", n), func(b *testing.B) {
-			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				p.Decide(hosts[i%len(hosts)], 443)
-				i++
-			}
-		})
-	}
-}
+// BenchmarkDecide (by allowlist size) is in bench/, where make bench reports it.
 
 func BenchmarkDecideIDN(b *testing.B) {
 	p := New(mustParse(b, "bücher.example\n"), NewGuard(nil))
