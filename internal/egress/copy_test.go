@@ -56,7 +56,7 @@ func TestPipelinedCopyDeliversTheWholeBodyInOrder(t *testing.T) {
 	for name, length := range map[string]int64{"unknown length": -1, "large known length": int64(len(body))} {
 		t.Run(name, func(t *testing.T) {
 			w := httptest.NewRecorder()
-			rec := &recorder{ResponseWriter: w, flow: &Flow{respLength: length}}
+			rec := &recorder{ResponseWriter: w, flow: &flow{respLength: length}}
 			// Short, uneven reads, as TLS records arrive.
 			n, err := rec.ReadFrom(iotest.HalfReader(bytes.NewReader(body)))
 			if err != nil || n != int64(len(body)) || rec.written != n {
@@ -73,7 +73,7 @@ func TestPipelinedCopyPassesTheReadError(t *testing.T) {
 	reset := errors.New("connection reset by peer")
 	src := io.MultiReader(bytes.NewReader(make([]byte, 200<<10)), iotest.ErrReader(reset))
 	w := httptest.NewRecorder()
-	rec := &recorder{ResponseWriter: w, flow: &Flow{respLength: -1}}
+	rec := &recorder{ResponseWriter: w, flow: &flow{respLength: -1}}
 	n, err := rec.ReadFrom(src)
 	if !errors.Is(err, reset) || n != 200<<10 {
 		t.Fatalf("ReadFrom = %d, %v; want everything before the reset, then the reset", n, err)
@@ -85,7 +85,7 @@ func TestAFailedWriteStopsTheUpstreamReadBeforeReturning(t *testing.T) {
 	defer cancel()
 	src := &blockingBody{data: bytes.NewReader(make([]byte, 1<<20)), ctx: ctx}
 	w := &failingWriter{ResponseRecorder: httptest.NewRecorder(), limit: 100 << 10}
-	rec := &recorder{ResponseWriter: w, flow: &Flow{respLength: -1}, cancelUpstream: cancel}
+	rec := &recorder{ResponseWriter: w, flow: &flow{respLength: -1}, cancelUpstream: cancel}
 	done := make(chan error, 1)
 	go func() {
 		_, err := rec.ReadFrom(src)
@@ -169,7 +169,7 @@ func (p *panickingReader) Read(b []byte) (int, error) {
 
 func TestAPanicReadingABodyCostsTheAnswerNotTheProcess(t *testing.T) {
 	w := httptest.NewRecorder()
-	rec := &recorder{ResponseWriter: w, flow: &Flow{respLength: -1}}
+	rec := &recorder{ResponseWriter: w, flow: &flow{respLength: -1}}
 	_, err := rec.ReadFrom(&panickingReader{}) // off the handler goroutine: unrecovered, this would end the test binary
 	if err == nil {
 		t.Fatal("a body whose read panicked was reported whole")

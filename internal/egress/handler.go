@@ -14,132 +14,61 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/elazarl/goproxy"
 
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
 	"github.com/panopticon-dev/panopticon/internal/policy"
 	"github.com/panopticon-dev/panopticon/internal/refusal"
-	"github.com/panopticon-dev/panopticon/internal/secrets"
 	"github.com/panopticon-dev/panopticon/internal/upstream"
 )
 
-type flowKey struct{}
-
 // ServeHTTP decides one decrypted (or plain) request and proxies it through goproxy.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
 	meta, _ := r.Context().Value(metaKey{}).(*connMeta)
 	if meta == nil {
 		http.Error(w, "panopticon: not a transparent connection", http.StatusMisdirectedRequest)
 		return
 	}
-	ev := &flowlog.Event{
-		Kind:   flowlog.KindEgress,
-		Client: meta.client,
-		Port:   int(meta.dst.Port()),
-		Method: r.Method,
-		Path:   r.URL.RequestURI(),
-		Detail: map[string]string{"dst": meta.dst.Addr().String()},
-	}
-	if r.ProtoMajor == 2 {
-		ev.Detail["proto"] = "h2"
-	}
-	ev.RequestHeaders = p.headerSnapshot(r.Header) // as the agent sent them: placeholders only
-	defer func() {
-		ev.ResponseHeaders = p.headerSnapshot(w.Header())
-		ev.DurationMS = time.Since(start).Milliseconds()
-		p.emit(*ev)
-	}()
+	f := p.newFlow(meta, r)
+	defer p.emitFlow(f, w)
 
-	host, blk := destination(meta, r)
-	ev.Host = host
-	if r.Method == http.MethodConnect {
-		// goproxy would open a raw tunnel to the allowed host and port, out
-		// of sight of the request checks and the secret rules: this is not a
-		// forward proxy. (An h2 extended CONNECT is refused the same way.)
-		blk = &Block{Reason: refusal.Connect,
-			Message: "CONNECT is not supported: connect to the destination directly; panopticon intercepts it"}
-	}
-	wouldBlock := ""
-	if blk == nil {
-		d := p.decideHeld(meta, host)
-		switch {
-		case d.Allow:
-			ev.Reason, ev.Rule, ev.RuleSource = d.Rule(), d.Rule(), d.RuleSource()
-		case p.cfg.Audit && (d.Reason == refusal.NotAllowlisted || d.Reason == refusal.PortNotAllowed):
-			// Audit mode: the allowlist is learnt, not enforced. Every other
-			// guard (IP literals, Host games, private addresses, secrets) still holds.
-			wouldBlock = d.Reason
-		default:
-			blk = &Block{Reason: d.Reason, Message: policyMessage(host, int(meta.dst.Port()), d.Reason)}
-		}
-	}
-	if blk != nil {
-		p.refuse(w, ev, blk)
+	v := decide(factsOf(meta, r), p.cfg.Audit, func(host string) policy.Decision { return p.decideHeld(meta, host) })
+	f.decided(v)
+	if v.Block != nil {
+		p.refuse(w, f.Event, v.Block)
 		return
 	}
-
-	flow := &Flow{Host: host, Port: int(meta.dst.Port()), TLS: meta.tls, Event: ev, respLength: -1}
-	scheme := "http"
-	if meta.tls {
-		scheme = "https"
+	r.URL.Scheme = "http"
+	if f.TLS {
+		r.URL.Scheme = "https"
 	}
-	r.URL.Scheme = scheme
-	r.URL.Host = joinHostPort(host, flow.Port, scheme)
+	r.URL.Host = joinHostPort(f.Host, f.Port, r.URL.Scheme)
 	r.Host = r.URL.Host
-	if blk := p.applySecrets(r, flow); blk != nil {
-		p.refuse(w, ev, blk)
+	if blk := p.applySecrets(r, f); blk != nil {
+		p.refuse(w, f.Event, blk)
 		return
 	}
-	var sent atomic.Int64
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &countingBody{ReadCloser: r.Body, n: &sent}
+		r.Body = &countingBody{ReadCloser: r.Body, n: &f.sent}
 	}
 	upCtx, cancelUpstream := context.WithCancel(r.Context())
 	defer cancelUpstream()
-	r = r.WithContext(context.WithValue(upCtx, flowKey{}, flow))
+	r = r.WithContext(context.WithValue(upCtx, flowKey{}, f))
 
-	rec := &recorder{ResponseWriter: w, flow: flow, cancelUpstream: cancelUpstream}
+	rec := &recorder{ResponseWriter: w, flow: f, cancelUpstream: cancelUpstream}
 	if r.ProtoMajor == 1 {
 		rec.wire = meta.wire // HTTP/2 frames are written by the server's own goroutine
 	}
-	if flow.secrets != nil && isWebSocketUpgrade(r) {
-		rec.clientStream = flow.secrets.rw.WebSocket
+	if f.secrets != nil && isWebSocketUpgrade(r) {
+		rec.clientStream = f.secrets.rw.WebSocket
 	}
 	p.gp.ServeHTTP(rec, r)
 	rec.closeHijacked()
-	if flow.secrets != nil {
-		ev.Secrets = flow.secrets.rw.Used()
-	}
-
-	ev.Decision = flowlog.Allow
-	if wouldBlock != "" {
-		ev.Decision, ev.Reason = flowlog.WouldBlock, wouldBlock
-	}
-	ev.Status = rec.status
-	ev.BytesIn = rec.written + rec.hijackedIn.Load()
-	ev.BytesOut = sent.Load() + rec.hijackedOut.Load()
-	if flow.upstreamErr != nil {
-		ev.Decision = flowlog.Block
-		ev.Reason = upstreamReason(flow.upstreamErr)
-		ev.Detail["error"] = flow.upstreamErr.Error()
-	}
-	switch {
-	case rec.writeErr != nil:
-		// The app went away (the upstream read was then cancelled).
-		ev.Detail["error"] = "writing to the app: " + p.redactedText(rec.writeErr.Error())
-	case flow.bodyErr != nil && rec.hijacked == nil:
+	if p.settle(f, rec) {
 		// goproxy ends the answer as if it were whole; the app must see it
 		// cut short, as it would without us: abort instead (HTTP/1 closes
 		// the connection before the last chunk, HTTP/2 resets the stream).
-		if errors.Is(flow.bodyErr, secrets.ErrCutAtValue) {
-			ev.Detail["redaction"] = flow.bodyErr.Error()
-			p.cfg.Logger.Warn("response cut at a real secret value", "host", flow.Host)
-		} else {
-			ev.Detail["error"] = "the upstream's body broke off: " + p.redactedText(flow.bodyErr.Error())
-		}
 		panic(http.ErrAbortHandler)
 	}
 }
@@ -152,71 +81,11 @@ func (p *Proxy) redactedText(s string) string {
 	return p.redactAll.String(s)
 }
 
-// destination returns the name this request may go to, normalised (it is
-// what we connect to and bind secrets to, never another spelling), or why it
-// may not go. For TLS the name is the SNI (normalised once per connection)
-// and the Host header must agree with it (goproxy would otherwise dial the
-// Host); for plain HTTP it is the Host header. A port in the Host header must
-// match the port the app connected to.
-func destination(meta *connMeta, r *http.Request) (string, *Block) {
-	hostHdr, portHdr := splitHostPort(r.Host)
-	if portHdr != "" && portHdr != strconv.Itoa(int(meta.dst.Port())) {
-		return hostHdr, &Block{Reason: refusal.HostMismatch, Message: fmt.Sprintf("Host port %s differs from the connection's port %d", portHdr, meta.dst.Port())}
-	}
-	if meta.tls {
-		if meta.sni == "" {
-			reason := refusal.NoSNI
-			if hostHdr == "" || policy.IsIPLiteral(hostHdr) {
-				reason = refusal.IPLiteral
-			}
-			return hostHdr, &Block{Reason: reason, Message: "TLS without a server name (SNI); use a host name, not an IP address"}
-		}
-		if hostHdr != "" && normalized(hostHdr) != meta.sni {
-			return meta.sni, &Block{Reason: refusal.HostMismatch, Message: fmt.Sprintf("Host %q differs from the TLS server name %q", hostHdr, meta.sni)}
-		}
-		return meta.sni, nil
-	}
-	if hostHdr == "" {
-		return "", &Block{Reason: refusal.NoHost, Message: "HTTP request without a Host header"}
-	}
-	return normalized(hostHdr), nil
-}
-
-// normalized is policy.NormalizeHost, or for what it refuses (IP literals,
-// malformed names — the policy decides about those) the lower-cased name
-// without a trailing dot.
-func normalized(host string) string {
-	if n, err := policy.NormalizeHost(host); err == nil {
-		return n
-	}
-	return strings.ToLower(strings.TrimSuffix(host, "."))
-}
-
-func splitHostPort(hp string) (string, string) {
-	if h, p, err := net.SplitHostPort(hp); err == nil {
-		return h, p
-	}
-	return strings.TrimSuffix(strings.TrimPrefix(hp, "["), "]"), ""
-}
-
 func joinHostPort(host string, port int, scheme string) string {
 	if (scheme == "https" && port == 443) || (scheme == "http" && port == 80) {
 		return host
 	}
 	return net.JoinHostPort(host, strconv.Itoa(port))
-}
-
-func policyMessage(host string, port int, reason string) string {
-	switch reason {
-	case refusal.NotAllowlisted:
-		return fmt.Sprintf("%s is not on the allowlist; add it to allowlist.txt to allow it", host)
-	case refusal.PortNotAllowed:
-		return fmt.Sprintf("%s is allowlisted, but not on port %d; add %s:%d to allow it", host, port, host, port)
-	case refusal.IPLiteral:
-		return fmt.Sprintf("%s is an IP address; destinations must be host names on the allowlist", host)
-	default:
-		return fmt.Sprintf("%s:%d refused (%s)", host, port, reason)
-	}
 }
 
 // refuse answers with the block's status, reason header and one-line body.
@@ -259,12 +128,12 @@ func (p *Proxy) headerSnapshot(h http.Header) map[string][]string {
 	return out
 }
 
-// onRequest tags the goproxy context with our flow so onResponse can find it.
+// onRequest sends a request that may carry a pinned secret through the
+// transport that checks the pins.
 func (p *Proxy) onRequest(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
-	flow, _ := r.Context().Value(flowKey{}).(*Flow)
-	ctx.UserData = flow
-	if flow != nil && flow.secrets != nil && flow.secrets.transport != nil {
-		tr := flow.secrets.transport
+	f := flowOf(r)
+	if f != nil && f.secrets != nil && f.secrets.transport != nil {
+		tr := f.secrets.transport
 		ctx.RoundTripper = goproxy.RoundTripperFunc(func(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
 			return tr.RoundTrip(req)
 		})
@@ -272,16 +141,17 @@ func (p *Proxy) onRequest(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request
 	return r, nil
 }
 
-// onResponse turns upstream failures into a clear answer and runs the response hook.
+// onResponse turns upstream failures into a clear answer and scans what
+// comes back.
 func (p *Proxy) onResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Response {
-	flow, _ := ctx.UserData.(*Flow)
+	f := flowOf(ctx.Req)
 	if resp == nil {
 		err := ctx.Error
 		if err == nil {
 			err = errors.New("no response")
 		}
-		if flow != nil {
-			flow.upstreamErr = err
+		if f != nil {
+			f.upstreamErr = err
 		}
 		resp := errorResponse(ctx.Req, err)
 		if p.redactAll != nil {
@@ -294,11 +164,11 @@ func (p *Proxy) onResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Res
 		}
 		return resp
 	}
-	if flow != nil {
-		resp = p.redactResponse(resp, flow)
+	if f != nil {
+		resp = p.redactResponse(resp, f)
 		if resp.Body != nil && resp.Body != http.NoBody && resp.StatusCode != http.StatusSwitchingProtocols {
-			flow.respLength = resp.ContentLength
-			resp.Body = &watchedBody{ReadCloser: resp.Body, flow: flow}
+			f.respLength = resp.ContentLength
+			resp.Body = &watchedBody{ReadCloser: resp.Body, flow: f}
 		}
 	}
 	return resp
@@ -347,7 +217,7 @@ type recorder struct {
 	// clientStream, when set, rewrites what the app sends after an upgrade
 	// (WebSocket placeholders).
 	clientStream func(io.Reader) io.Reader
-	flow         *Flow // the request's flow, for the body's length
+	flow         *flow // the request's flow, for the body's length
 	wire         *cork // HTTP/1: each piece of body leaves in one socket write
 	// cancelUpstream aborts the upstream request: it unblocks a body read
 	// that a failed write to the app no longer waits for.
@@ -485,7 +355,7 @@ func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 // error other than its end).
 type watchedBody struct {
 	io.ReadCloser
-	flow *Flow
+	flow *flow
 }
 
 func (b *watchedBody) Read(p []byte) (int, error) {

@@ -84,20 +84,6 @@ type Config struct {
 	ReadHeaderTimeout time.Duration // default 10s
 }
 
-// Flow is what the egress door knows about one request.
-type Flow struct {
-	Host        string // the verified destination name (the SNI for TLS)
-	Port        int
-	TLS         bool
-	Event       *flowlog.Event // hooks may add Secrets and Detail
-	upstreamErr error
-	secrets     *secretState
-	// respLength is the exact length of the body passed on, or -1; bodyErr
-	// is how the upstream's body broke off, if it did.
-	respLength int64
-	bodyErr    error
-}
-
 // Block is a refusal with a machine-readable reason and a human sentence.
 type Block struct {
 	Reason  string // short token, e.g. "not-allowlisted"

@@ -33,7 +33,7 @@ type secretState struct {
 // applySecrets swaps placeholders in r for real values when the verified
 // destination may receive them, and refuses the request otherwise. It runs
 // after the destination was allowed and before anything is sent upstream.
-func (p *Proxy) applySecrets(r *http.Request, f *Flow) *Block {
+func (p *Proxy) applySecrets(r *http.Request, f *flow) *Block {
 	if p.cfg.LeakGuard != LeakGuardOff {
 		if kinds := suspectedLeaks(r); len(kinds) > 0 {
 			f.Event.Detail["suspected_leak"] = strings.Join(kinds, ",")
@@ -97,7 +97,7 @@ func (p *Proxy) applySecrets(r *http.Request, f *Flow) *Block {
 // host, with its placeholder, and withholds what cannot be scanned: a body in
 // a coding we cannot decode, and partial content. It returns the response to
 // pass on.
-func (p *Proxy) redactResponse(resp *http.Response, f *Flow) *http.Response {
+func (p *Proxy) redactResponse(resp *http.Response, f *flow) *http.Response {
 	red := p.redactAll
 	if red == nil {
 		return resp
@@ -136,7 +136,7 @@ type withheldError struct{ reason, msg string }
 func (e *withheldError) Error() string { return e.msg }
 
 // withhold discards resp and answers 502 with the reason instead.
-func (p *Proxy) withhold(resp *http.Response, f *Flow, err *withheldError) *http.Response {
+func (p *Proxy) withhold(resp *http.Response, f *flow, err *withheldError) *http.Response {
 	if resp.Body != nil {
 		_ = resp.Body.Close()
 	}

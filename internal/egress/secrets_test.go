@@ -9,19 +9,22 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/panopticon-dev/panopticon/internal/policy"
+	"github.com/panopticon-dev/panopticon/internal/refusal"
 	"github.com/panopticon-dev/panopticon/internal/secrets"
 )
 
 const fakeReal = "sk-test-FAKE-egress-unit-0000"
 
 // proxyTo builds a Proxy whose upstream is srv, whatever name is asked for
-// (the test's stand-in for our resolver), with one secret for allowed.test.
+// (the test's stand-in for our resolver), with one secret for allowed.test;
+// other.test is allowlisted but not among the secret's domains.
 func proxyTo(t *testing.T, srv *httptest.Server) *Proxy {
 	t.Helper()
-	list, err := policy.Parse([]byte("allowed.test\n"), "allowlist.txt")
+	list, err := policy.Parse([]byte("allowed.test\nother.test\n"), "allowlist.txt")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,20 +88,53 @@ func TestEchoedSecretsAreRedactedEverywhereInTheResponse(t *testing.T) {
 }
 
 func TestAPlaceholderIsSwappedOnlyForItsHost(t *testing.T) {
-	var got string
+	var hits atomic.Int32
+	var got atomic.Value
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got = r.Header.Get("Authorization")
+		hits.Add(1)
+		got.Store(r.Header.Get("Authorization"))
 	}))
 	defer srv.Close()
 	p := proxyTo(t, srv)
 
-	r := httptest.NewRequest("GET", "https://allowed.test/", nil)
-	r.Host = "allowed.test"
-	r.Header.Set("Authorization", "Bearer PLACEHOLDER_SECRET_VALUE_X")
-	meta := &connMeta{client: "c", dst: netip.MustParseAddrPort("203.0.113.10:443"), sni: "allowed.test", tls: true}
-	w := httptest.NewRecorder()
-	p.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), metaKey{}, meta)))
-	if w.Code != 200 || got != "Bearer "+fakeReal {
-		t.Fatalf("status %d, upstream got %q", w.Code, got)
+	for _, tc := range []struct {
+		name       string
+		host       string
+		tls        bool
+		wantStatus int
+		wantReason string
+	}{
+		{"its own host, over TLS", "allowed.test", true, 200, ""},
+		{"another allowlisted host", "other.test", true, 403, refusal.SecretUnauthorised},
+		{"its own host, over plain HTTP", "allowed.test", false, 403, refusal.SecretPlainHTTP},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hits.Store(0)
+			got.Store("")
+			r := httptest.NewRequest("GET", "https://"+tc.host+"/", nil)
+			r.Host = tc.host
+			r.Header.Set("Authorization", "Bearer PLACEHOLDER_SECRET_VALUE_X")
+			meta := &connMeta{client: "c", dst: netip.MustParseAddrPort("203.0.113.10:443"), sni: tc.host, tls: true}
+			if !tc.tls {
+				meta = &connMeta{client: "c", dst: netip.MustParseAddrPort("203.0.113.10:80")}
+			}
+			w := httptest.NewRecorder()
+			p.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), metaKey{}, meta)))
+			if w.Code != tc.wantStatus || w.Header().Get(refusal.Header) != tc.wantReason {
+				t.Fatalf("status %d, reason %q; want %d, %q", w.Code, w.Header().Get(refusal.Header), tc.wantStatus, tc.wantReason)
+			}
+			if tc.wantStatus == 200 {
+				if hits.Load() != 1 || got.Load() != "Bearer "+fakeReal {
+					t.Fatalf("its own host got %d requests, Authorization %q", hits.Load(), got.Load())
+				}
+				return
+			}
+			if hits.Load() != 0 {
+				t.Fatalf("the request reached the upstream (Authorization %q): refused requests must not leave", got.Load())
+			}
+			if strings.Contains(w.Body.String(), fakeReal) {
+				t.Fatal("the refusal shows the real value")
+			}
+		})
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -94,46 +93,6 @@ func TestClientHelloRejectsGarbage(t *testing.T) {
 	hello, _, err := clientHello(bytes.NewReader(garbage))
 	if hello != nil || err == nil {
 		t.Fatalf("garbage accepted as a ClientHello: hello=%v err=%v", hello, err)
-	}
-}
-
-func TestDestination(t *testing.T) {
-	dst443 := netip.MustParseAddrPort("203.0.113.10:443")
-	dst80 := netip.MustParseAddrPort("203.0.113.10:80")
-	cases := []struct {
-		name       string
-		meta       connMeta
-		host       string
-		wantHost   string
-		wantReason string
-	}{
-		{"TLS host equals SNI", connMeta{dst: dst443, sni: "allowed.test", tls: true}, "allowed.test", "allowed.test", ""},
-		{"TLS host differs only in case and dot", connMeta{dst: dst443, sni: "allowed.test", tls: true}, "Allowed.Test.", "allowed.test", ""},
-		{"TLS host with the right port", connMeta{dst: dst443, sni: "allowed.test", tls: true}, "allowed.test:443", "allowed.test", ""},
-		{"TLS Host differs from SNI", connMeta{dst: dst443, sni: "allowed.test", tls: true}, "denied.test", "allowed.test", refusal.HostMismatch},
-		{"TLS Host port trick", connMeta{dst: dst443, sni: "allowed.test", tls: true}, "allowed.test:8443", "allowed.test", refusal.HostMismatch},
-		{"TLS without SNI to an IP", connMeta{dst: dst443, tls: true}, "203.0.113.10", "203.0.113.10", "ip-literal"},
-		{"TLS without SNI, named Host", connMeta{dst: dst443, tls: true}, "allowed.test", "allowed.test", refusal.NoSNI},
-		{"plain HTTP uses Host", connMeta{dst: dst80}, "allowed.test", "allowed.test", ""},
-		{"plain HTTP without Host", connMeta{dst: dst80}, "", "", refusal.NoHost},
-		{"plain HTTP port trick", connMeta{dst: dst80}, "allowed.test:443", "allowed.test", refusal.HostMismatch},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			r, _ := http.NewRequest("GET", "http://x/", nil)
-			r.Host = tc.host
-			host, blk := destination(&tc.meta, r)
-			reason := ""
-			if blk != nil {
-				reason = blk.Reason
-			}
-			if reason != tc.wantReason {
-				t.Fatalf("reason = %q, want %q", reason, tc.wantReason)
-			}
-			if tc.wantReason == "" && host != tc.wantHost {
-				t.Fatalf("host = %q, want %q", host, tc.wantHost)
-			}
-		})
 	}
 }
 
