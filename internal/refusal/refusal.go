@@ -159,11 +159,9 @@ func Write(w http.ResponseWriter, token, msg string) (status int, n int64) {
 	status = Status(token)
 	body := Body(msg)
 	h := w.Header()
-	h.Set(Header, headerValue(token))
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
+	for k, v := range headers(token, body) {
+		h[k] = v
+	}
 	w.WriteHeader(status)
 	k, _ := io.WriteString(w, body)
 	return status, int64(k)
@@ -175,21 +173,26 @@ func Response(req *http.Request, token, msg string) *http.Response {
 	status := Status(token)
 	body := Body(msg)
 	return &http.Response{
-		StatusCode: status,
-		Status:     fmt.Sprintf("%d %s", status, http.StatusText(status)),
-		Proto:      "HTTP/1.1",
-		ProtoMajor: 1,
-		ProtoMinor: 1,
-		Request:    req,
-		Header: http.Header{
-			Header:                   {headerValue(token)},
-			"Content-Type":           {"text/plain; charset=utf-8"},
-			"X-Content-Type-Options": {"nosniff"},
-			"Cache-Control":          {"no-store"},
-			"Content-Length":         {strconv.Itoa(len(body))},
-		},
+		StatusCode:    status,
+		Status:        fmt.Sprintf("%d %s", status, http.StatusText(status)),
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Request:       req,
+		Header:        headers(token, body),
 		ContentLength: int64(len(body)),
 		Body:          io.NopCloser(strings.NewReader(body)),
+	}
+}
+
+// headers are what every refusal carries besides its status.
+func headers(token, body string) http.Header {
+	return http.Header{
+		Header:                   {headerValue(token)},
+		"Content-Type":           {"text/plain; charset=utf-8"},
+		"X-Content-Type-Options": {"nosniff"},
+		"Cache-Control":          {"no-store"},
+		"Content-Length":         {strconv.Itoa(len(body))},
 	}
 }
 
