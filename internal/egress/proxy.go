@@ -14,8 +14,14 @@
 // SNI, a name that is an IP literal and a name not on the allowlist all get a
 // 403 with a one-line reason and an X-Panopticon-Block header.
 //
+// The whole destination verdict is one pure function, decide (verdict.go);
+// one flow value (flow.go) carries a request from that verdict through the
+// secret engine and goproxy to its flow event. Revocation (revoke.go) closes
+// open connections whose host a reload took off the allowlist.
+//
 // Non-goals: CONNECT proxying (there is no explicit proxy mode), caching,
-// protocols other than TLS and HTTP/1 (they are refused).
+// protocols other than TLS and plain HTTP (HTTP/1 and HTTP/2 inside them;
+// anything else is refused).
 package egress
 
 import (

@@ -1,8 +1,11 @@
 // Package policy decides whether a destination may be reached, and says why.
 //
-// It is pure: it parses the allowlist, normalises host names, matches them and
-// guards against private upstream addresses, but it never opens a socket. Every
-// door (transparent egress, DNS, inbound) asks the same *Policy.
+// It exists so that the egress door, the DNS door and the dashboard give one
+// answer for one name. It is pure: it parses the allowlist, normalises host
+// names, matches them and guards against private upstream addresses, but it
+// never opens a socket. A Decision carries the Entry that allowed (with its
+// file and line) or a refusal token (internal/refusal). The inbound door does
+// not use it: it guards the app, not the way out.
 //
 //	list, err := policy.ParseFile("/etc/panopticon/allowlist.txt")
 //	p := policy.New(list, policy.NewGuard(nil))

@@ -9,10 +9,10 @@
 //	PLACEHOLDER_SECRET_PINS_OPENAI=sha256/<base64 SPKI>    # optional certificate pins
 //
 // and the placeholder the app sends is the VALUE variable's name itself,
-// "PLACEHOLDER_SECRET_VALUE_OPENAI". Usage from a request hook:
+// "PLACEHOLDER_SECRET_VALUE_OPENAI". Usage from a door:
 //
 //	tab, warnings, err := secrets.FromEnv(env)  // at start-up; log warnings, exit on err
-//	rw := tab.Rewriter(sni, true)               // per request: verified destination name
+//	rw := tab.RewriterFor(secrets.Upstream{Host: sni, VerifiedTLS: true}) // per request
 //	if err := rw.Request(req); err != nil {     // URL, headers (incl. Basic), body
 //		var v *secrets.Violation                // → 403, reason v.Error()
 //	}
@@ -30,7 +30,7 @@
 // (br, zstd: swapping would mean re-encoding them; they are still scanned for
 // real values and the caller logs them), header names and the Host (a placeholder there is
 // a Violation: no legitimate use), trailers (they arrive after the request
-// hook), and compressed WebSocket frames (permessage-deflate: the caller must
+// was checked), and compressed WebSocket frames (permessage-deflate: the caller must
 // strip Sec-WebSocket-Extensions; such frames are an error).
 //
 // Redaction runs over responses from every host: one pass of a gram-sampling
