@@ -73,11 +73,12 @@ func bindDashboard(d *deps) (service, error) {
 	}
 
 	src := metrics.Sources{
-		CertCache:        d.minter.Stats,
-		AllowlistReloads: func() uint64 { return uint64(d.reloads.Load()) },
-		FlowlogDropped:   d.flows.Dropped,
-		SubscriberDrops:  d.flows.SubscriberDrops,
-		StdoutDropped:    d.flows.StdoutDropped,
+		CertCache:         d.minter.Stats,
+		AllowlistReloads:  d.allowFile.Reloads,
+		AllowlistFailures: d.allowFile.Failures,
+		FlowlogDropped:    d.flows.Dropped,
+		SubscriberDrops:   d.flows.SubscriberDrops,
+		StdoutDropped:     d.flows.StdoutDropped,
 	}
 	if notifier != nil {
 		src.WebhookDeliveries = func() map[string]uint64 { return notifier.Stats().Deliveries }

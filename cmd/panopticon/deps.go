@@ -4,10 +4,10 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"sync/atomic"
 
 	"github.com/panopticon-dev/panopticon/internal/ca"
 	"github.com/panopticon-dev/panopticon/internal/config"
+	"github.com/panopticon-dev/panopticon/internal/filewatch"
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
 	"github.com/panopticon-dev/panopticon/internal/policy"
 )
@@ -21,7 +21,7 @@ type deps struct {
 	flows     *flowlog.Log
 	authority *ca.CA
 	minter    *ca.Minter
-	reloads   atomic.Int64 // successful allowlist reloads
+	allowFile *filewatch.File[*policy.Allowlist] // ALLOWLIST_FILE, kept current
 }
 
 // service is something bound as root (bind*) and served after the privilege

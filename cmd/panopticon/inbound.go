@@ -87,6 +87,7 @@ func bindInbound(d *deps) (service, error) {
 				}
 			}()
 		}
+		wg.Go(func() { certs.Watch(ctx, reloadInterval) })
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -23,6 +23,7 @@ import (
 	"github.com/panopticon-dev/panopticon/internal/config"
 	pdns "github.com/panopticon-dev/panopticon/internal/dns"
 	"github.com/panopticon-dev/panopticon/internal/egress"
+	"github.com/panopticon-dev/panopticon/internal/filewatch"
 	"github.com/panopticon-dev/panopticon/internal/firewall"
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
 	"github.com/panopticon-dev/panopticon/internal/policy"
@@ -77,10 +78,13 @@ func run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error
 	}
 
 	// 1. Configuration that needs files.
-	list, err := policy.ParseFile(cfg.AllowlistFile)
+	allowFile, err := filewatch.Open("allowlist", func() (*policy.Allowlist, error) {
+		return policy.ParseFile(cfg.AllowlistFile)
+	}, cfg.AllowlistFile)
 	if err != nil {
 		return fail("ALLOWLIST_FILE: %w", err)
 	}
+	list := allowFile.Value()
 	upstreamDNS, err := cfg.ResolveUpstreamDNS("/etc/resolv.conf")
 	if err != nil {
 		return fail("%w", err)
@@ -179,7 +183,7 @@ func run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error
 		return fail("DNS_PORT: %w", err)
 	}
 
-	d := &deps{cfg: cfg, logger: logger, stdout: stdout, policy: pol, flows: flows, authority: authority, minter: minter}
+	d := &deps{cfg: cfg, logger: logger, stdout: stdout, policy: pol, allowFile: allowFile, flows: flows, authority: authority, minter: minter}
 	var services []service
 	for _, bind := range []func(*deps) (service, error){bindInbound, bindDashboard} {
 		svc, err := bind(d)
@@ -246,10 +250,9 @@ func run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error
 		start(svc.name, func() error { return svc.serve(ctx) })
 	}
 	start("allowlist reload", func() error {
-		policy.Watch(ctx, cfg.AllowlistFile, reloadInterval,
+		allowFile.Watch(ctx, reloadInterval,
 			func(l *policy.Allowlist) {
 				pol.Swap(l)
-				d.reloads.Add(1)
 				// A large list was just parsed while the old one was live: hand the
 				// old one's memory back now rather than at the next GC cycle.
 				debug.FreeOSMemory()

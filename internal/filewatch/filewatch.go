@@ -1,64 +1,61 @@
-// Package filewatch notices when a configuration file changes and reloads
-// it safely: by polling mtime, size and inode (which also catches an editor
-// replacing the file and kubelet's atomic ..data symlink swap), loading a
-// change only once it has stayed put for one tick (so a file caught
-// mid-write is not loaded half-written), and reporting a failure once per
-// file state while the last good value stays in force.
+// Package filewatch keeps a configuration file's parsed value current, so
+// that every file panopticon reloads (the allowlist, the inbound filter, the
+// inbound certificate and key) is reloaded the same safe way.
 //
-//	w := &filewatch.Watcher{Path: path, Load: reload, OnError: logIt}
-//	go w.Run(ctx, time.Second)
+// A File is opened once at start-up (stat, read, parse: an error there is a
+// start-up error) and then watched by polling mtime, size and inode of every
+// path (which also catches an editor replacing the file and kubelet's atomic
+// ..data symlink swap). A change is loaded only once it has stayed put for
+// one tick, so a file caught mid-write is not loaded half-written; the new
+// value is parsed outside any lock and swapped in whole; a file that is
+// missing or does not parse is reported once per file state while the last
+// good value stays in force.
 //
-// Load parses and swaps in the new value; an error keeps the old one.
+//	allow, err := filewatch.Open("allowlist", func() (*policy.Allowlist, error) {
+//		return policy.ParseFile(path)
+//	}, path)
+//	go allow.Watch(ctx, time.Second, pol.Swap, logIt)
+//	list := allow.Value() // the version in force
+//
+// Watcher is the polling underneath, for a caller that loads by itself.
 // Non-goals: inotify (it misses changes behind symlinks and on some
-// filesystems), parsing, locking — Load owns those.
+// filesystems), parsing — the caller's parse function owns it.
 package filewatch
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
+	"strings"
 	"time"
 )
 
-// State is what a Watcher compares between ticks. os.Stat follows symlinks,
-// so a swapped link target shows up as another inode.
-type State struct {
-	exists bool
-	mtime  int64 // UnixNano
-	size   int64
-	dev    uint64
-	ino    uint64
-}
+// State is what a Watcher compares between ticks: the mtime, size, device
+// and inode of each watched path ("" when one is missing). os.Stat follows
+// symlinks, so a swapped link target shows up as another inode.
+type State string
 
-// Stat returns the state of path.
-func Stat(path string) (State, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return State{}, err
-	}
-	dev, ino := fileID(fi)
-	return State{exists: true, mtime: fi.ModTime().UnixNano(), size: fi.Size(), dev: dev, ino: ino}, nil
-}
-
-// StatAll combines the states of several files (a certificate and its key).
-func StatAll(paths ...string) ([]State, error) {
-	out := make([]State, 0, len(paths))
+// Stat returns the state of paths.
+func Stat(paths ...string) (State, error) {
+	var b strings.Builder
 	for _, p := range paths {
-		st, err := Stat(p)
+		fi, err := os.Stat(p)
 		if err != nil {
-			return nil, err
+			return "", err
 		}
-		out = append(out, st)
+		dev, ino := fileID(fi)
+		fmt.Fprintf(&b, "%d:%d:%d:%d;", fi.ModTime().UnixNano(), fi.Size(), dev, ino)
 	}
-	return out, nil
+	return State(b.String()), nil
 }
 
-// Watcher polls one file. Set Current to the state the value in force was
-// loaded from (see Stat) to skip the first load, or LoadAtStart to load at
-// once.
+// Watcher polls one file, or several read together. Set Current to the
+// state the value in force was loaded from (see Stat) to skip the first
+// load, or LoadAtStart to load at once.
 type Watcher struct {
-	Path        string
+	Paths       []string
 	Load        func() error // parse and swap in; an error keeps the last good value
 	OnError     func(error)  // may be nil
 	What        string       // names the file in errors, e.g. "allowlist"
@@ -93,9 +90,9 @@ func (w *Watcher) Run(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// Tick checks the file once (Run calls it; tests may call it directly).
+// Tick checks the files once (Run calls it; tests may call it directly).
 func (w *Watcher) Tick() {
-	st, err := Stat(w.Path)
+	st, err := Stat(w.Paths...)
 	switch {
 	case err == nil && !w.failed && st == w.Current:
 		w.settling = false
@@ -114,7 +111,7 @@ func (w *Watcher) Tick() {
 		if what == "" {
 			what = "file"
 		}
-		err = &fs.PathError{Op: "watching " + what, Path: w.Path, Err: errors.New("file is missing; keeping the last good version until it is back")}
+		err = &fs.PathError{Op: "watching " + what, Path: strings.Join(w.Paths, ", "), Err: errors.New("file is missing; keeping the last good version until it is back")}
 	}
 	if err != nil {
 		w.failed, w.lastBad = true, st

@@ -24,7 +24,7 @@ func TestAChangeIsLoadedOnceItHasSettled(t *testing.T) {
 	write(t, path, "one")
 	st, _ := Stat(path)
 	var loads []string
-	w := &Watcher{Path: path, Current: st, Load: func() error {
+	w := &Watcher{Paths: []string{path}, Current: st, Load: func() error {
 		b, _ := os.ReadFile(path)
 		loads = append(loads, string(b))
 		return nil
@@ -50,7 +50,7 @@ func TestAFailureIsReportedOnceAndTheFileIsRetriedWhenItChanges(t *testing.T) {
 	write(t, path, "bad")
 	var errs int
 	loads := 0
-	w := &Watcher{Path: path, LoadAtStart: true,
+	w := &Watcher{Paths: []string{path}, LoadAtStart: true,
 		Load: func() error {
 			loads++
 			if b, _ := os.ReadFile(path); string(b) == "bad" {
@@ -79,7 +79,7 @@ func TestAMissingFileKeepsTheLastGoodValue(t *testing.T) {
 	write(t, path, "x")
 	st, _ := Stat(path)
 	var got error
-	w := &Watcher{Path: path, What: "allowlist", Current: st,
+	w := &Watcher{Paths: []string{path}, What: "allowlist", Current: st,
 		Load: func() error { t.Fatal("Load called for a missing file"); return nil }, OnError: func(err error) { got = err }}
 	os.Remove(path)
 	w.Tick()

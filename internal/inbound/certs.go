@@ -1,6 +1,7 @@
 package inbound
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -9,7 +10,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/panopticon-dev/panopticon/internal/filewatch"
@@ -20,52 +20,53 @@ type Minter interface {
 	Certificate(name string) (*tls.Certificate, error)
 }
 
-// certCheckInterval is how often, at most, a handshake looks at the
-// certificate files for a renewal.
-const certCheckInterval = time.Second
-
 // Certs chooses the certificate of each inbound handshake: either a
-// certificate and key from files (reloaded when they change), or a leaf
-// minted from our CA for the SNI when it is one of the configured host names,
-// else for the address the client connected to.
+// certificate and key from files (kept current by Watch), or a leaf minted
+// from our CA for the SNI when it is one of the configured host names, else
+// for the address the client connected to.
 type Certs struct {
-	// Now is the clock; nil means time.Now. Set it before first use.
-	Now func() time.Time
-
 	// File mode.
-	certFile, keyFile string
-	logger            *slog.Logger
-
-	mu        sync.Mutex
-	cert      *tls.Certificate  // guarded by mu
-	state     []filewatch.State // guarded by mu: the files behind cert
-	lastCheck time.Time         // guarded by mu
-	lastBad   []filewatch.State // guarded by mu: the state last found unusable
-	lastErr   string            // guarded by mu: the error last logged
+	file   *filewatch.File[*tls.Certificate]
+	logger *slog.Logger
 
 	// Minted mode.
 	minter    Minter
 	hostnames []string // lower case, without trailing dots; "*.example.com" allowed
 }
 
-// NewFileCerts loads certFile and keyFile (PEM) and reloads them, at most
-// once a second and only when they changed, during later handshakes. A
-// renewal that cannot be loaded is logged and the last good pair stays.
+// NewFileCerts loads certFile and keyFile (PEM); Watch reloads them when
+// they change. A renewal that cannot be loaded is logged and the last good
+// pair stays.
 func NewFileCerts(certFile, keyFile string, logger *slog.Logger) (*Certs, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	c := &Certs{certFile: certFile, keyFile: keyFile, logger: logger}
-	state, err := filewatch.StatAll(certFile, keyFile)
+	f, err := filewatch.Open("inbound certificate", func() (*tls.Certificate, error) {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("loading inbound certificate %s with key %s: %w", certFile, keyFile, err)
+		}
+		return &cert, nil
+	}, certFile, keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("reading inbound certificate: %w", err)
+		return nil, err
 	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("loading inbound certificate %s with key %s: %w", certFile, keyFile, err)
+	return &Certs{file: f, logger: logger}, nil
+}
+
+// Watch keeps a file certificate current until ctx is done (minted
+// certificates return at once).
+func (c *Certs) Watch(ctx context.Context, interval time.Duration) {
+	if c == nil || c.file == nil {
+		return
 	}
-	c.cert, c.state = &cert, state
-	return c, nil
+	paths := c.file.Paths()
+	c.file.Watch(ctx, interval,
+		func(*tls.Certificate) { c.logger.Info("inbound certificate reloaded", "cert", paths[0]) },
+		func(err error) {
+			c.logger.Error("inbound certificate changed but cannot be loaded; keeping the last good one (the files must be readable by the proxy user)",
+				"cert", paths[0], "key", paths[1], "err", err)
+		})
 }
 
 // NewMintedCerts mints from m for hostnames (an SNI in the list, "*.x"
@@ -86,7 +87,7 @@ func normalizeHost(h string) string {
 // GetCertificate is a tls.Config.GetCertificate.
 func (c *Certs) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if c.minter == nil {
-		return c.fileCert(), nil
+		return c.file.Value(), nil
 	}
 	if name := normalizeHost(hello.ServerName); name != "" && c.known(name) {
 		return c.minter.Certificate(name)
@@ -113,48 +114,4 @@ func (c *Certs) known(name string) bool {
 		}
 	}
 	return false
-}
-
-func (c *Certs) now() time.Time {
-	if c.Now != nil {
-		return c.Now()
-	}
-	return time.Now()
-}
-
-// fileCert returns the file certificate, reloading it first when the files
-// changed (checked at most once per certCheckInterval).
-func (c *Certs) fileCert() *tls.Certificate {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	now := c.now()
-	if now.Sub(c.lastCheck) < certCheckInterval {
-		return c.cert
-	}
-	c.lastCheck = now
-	state, err := filewatch.StatAll(c.certFile, c.keyFile)
-	switch {
-	case err == nil && slices.Equal(state, c.state):
-		c.lastErr = ""
-		return c.cert
-	case err == nil && c.lastBad != nil && slices.Equal(state, c.lastBad):
-		return c.cert // already reported
-	}
-	var cert tls.Certificate
-	if err == nil {
-		if cert, err = tls.LoadX509KeyPair(c.certFile, c.keyFile); err != nil {
-			c.lastBad = state
-		}
-	}
-	if err != nil {
-		if msg := err.Error(); msg != c.lastErr {
-			c.lastErr = msg
-			c.logger.Error("inbound certificate changed but cannot be loaded; keeping the last good one (the files must be readable by the proxy user)",
-				"cert", c.certFile, "key", c.keyFile, "err", err)
-		}
-		return c.cert
-	}
-	c.cert, c.state, c.lastBad, c.lastErr = &cert, state, nil, ""
-	c.logger.Info("inbound certificate reloaded", "cert", c.certFile)
-	return c.cert
 }

@@ -1,6 +1,8 @@
 package inbound
 
 import (
+	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -14,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -107,19 +110,6 @@ func writePair(t *testing.T, certFile, keyFile, cn string) {
 	}
 }
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 func TestFileCertificateReload(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
@@ -127,12 +117,16 @@ func TestFileCertificateReload(t *testing.T) {
 	if _, err := NewFileCerts(certFile, filepath.Join(dir, "missing.key"), nil); err == nil {
 		t.Error("a missing key is not an error")
 	}
-	certs, err := NewFileCerts(certFile, keyFile, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var logs safeBuffer
+	certs, err := NewFileCerts(certFile, keyFile, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock := &fakeClock{now: time.Now()}
-	certs.Now = clock.Now
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { certs.Watch(ctx, 10*time.Millisecond); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
 	cn := func() string {
 		t.Helper()
 		leaf, err := handshake(t, certs, "whatever")
@@ -141,28 +135,53 @@ func TestFileCertificateReload(t *testing.T) {
 		}
 		return leaf.Subject.CommonName
 	}
-	if got := cn(); got != "first.example" {
-		t.Fatalf("served %q", got)
+	// served waits (at most 5 s) for the handshake to present want.
+	served := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for got := cn(); got != want; got = cn() {
+			if time.Now().After(deadline) {
+				t.Fatalf("served %q, want %q", got, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
-
+	served("first.example")
 	writePair(t, certFile, keyFile, "second.example")
-	if got := cn(); got != "first.example" {
-		t.Errorf("reloaded before a second passed: %q", got)
-	}
-	clock.Add(2 * time.Second)
-	if got := cn(); got != "second.example" {
-		t.Errorf("renewed certificate not served: %q", got)
-	}
+	served("second.example")
 
-	// A broken renewal keeps the last good pair.
-	os.WriteFile(keyFile, []byte("not a key"), 0o600)
-	clock.Add(2 * time.Second)
+	// A broken renewal keeps the last good pair, and says so.
+	if err := os.WriteFile(keyFile, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "cannot be loaded") {
+		if time.Now().After(deadline) {
+			t.Fatalf("a broken renewal was not reported; log: %s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if got := cn(); got != "second.example" {
 		t.Errorf("broken renewal: served %q", got)
 	}
 	writePair(t, certFile, keyFile, "third.example")
-	clock.Add(2 * time.Second)
-	if got := cn(); got != "third.example" {
-		t.Errorf("fixed renewal: served %q", got)
-	}
+	served("third.example")
+}
+
+// safeBuffer is a bytes.Buffer for a logger on another goroutine.
+type safeBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *safeBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

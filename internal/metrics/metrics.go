@@ -111,6 +111,7 @@ type Sources struct {
 	WebhookDeliveries func() map[string]uint64 // by result: ok, retry, error
 	WebhookDropped    func() uint64
 	AllowlistReloads  func() uint64
+	AllowlistFailures func() uint64 // changed allowlist files that could not be loaded
 	FlowlogDropped    func() uint64 // events the flow log could not write
 	SubscriberDrops   func() uint64 // events a slow live reader (dashboard, webhook) missed
 	StdoutDropped     func() uint64 // flow lines a stalled stdout could not take
@@ -164,7 +165,8 @@ func (m *Metrics) WriteTo(w io.Writer, src Sources) error {
 		fmt.Fprintf(bw, "panopticon_webhook_deliveries_total{result=%s} %d\n", quote(k[0]), deliveries[k])
 	}
 	counter(bw, "panopticon_webhook_dropped_total", "Block notifications dropped because the webhook queue was full.", call(src.WebhookDropped))
-	counter(bw, "panopticon_allowlist_reloads_total", "Successful allowlist file reloads.", call(src.AllowlistReloads))
+	counter(bw, "panopticon_allowlist_reloads_total", "Allowlist file changes loaded (start-up is not a reload).", call(src.AllowlistReloads))
+	counter(bw, "panopticon_allowlist_reload_failures_total", "Allowlist file changes that could not be loaded (the last good list stayed in force).", call(src.AllowlistFailures))
 	counter(bw, "panopticon_flowlog_dropped_total", "Flow events that could not be written to the log file.", call(src.FlowlogDropped))
 	counter(bw, "panopticon_flowlog_subscriber_dropped_total", "Flow events a slow live reader (dashboard, webhook notifier) missed.", call(src.SubscriberDrops))
 	counter(bw, "panopticon_flowlog_stdout_dropped_total", "Flow lines dropped because stdout did not keep up (the file log has them).", call(src.StdoutDropped))

@@ -69,6 +69,7 @@ func TestExposition(t *testing.T) {
 		WebhookDeliveries: func() map[string]uint64 { return map[string]uint64{"ok": 4, "error": 1} },
 		WebhookDropped:    func() uint64 { return 9 },
 		AllowlistReloads:  func() uint64 { return 5 },
+		AllowlistFailures: func() uint64 { return 2 },
 		FlowlogDropped:    func() uint64 { return 1 },
 	})
 	if err != nil {
@@ -101,6 +102,7 @@ func TestExposition(t *testing.T) {
 		`panopticon_webhook_deliveries_total{result="error"}`:             1,
 		`panopticon_webhook_dropped_total`:                                9,
 		`panopticon_allowlist_reloads_total`:                              5,
+		`panopticon_allowlist_reload_failures_total`:                      2,
 		`panopticon_flowlog_dropped_total`:                                1,
 		`panopticon_flowlog_subscriber_dropped_total`:                     0,
 	}

@@ -177,8 +177,7 @@ func TestWatchConfigMapVolume(t *testing.T) {
 	v.project(map[string]string{key: "a.example\n", other: "notes v1\n"})
 	v.checkLayout(key, other)
 
-	r := startWatch(t, filepath.Join(v.dir, key))
-	r.waitReload(t, "a.example")
+	r := startWatch(t, filepath.Join(v.dir, key), "a.example")
 	r.quiet(t)
 
 	t.Run("edit of another key reloads the same list", func(t *testing.T) {

@@ -11,8 +11,8 @@
 //	p := policy.New(list, policy.NewGuard(nil))
 //	d := p.Decide("api.openai.com", 443) // d.Allow, d.Entry, d.Reason
 //
-//	go policy.Watch(ctx, path, time.Second, p.Swap, func(err error) { log.Warn(...) })
-//	...
+//	file, err := filewatch.Open("allowlist", func() (*policy.Allowlist, error) { return policy.ParseFile(path) }, path)
+//	go file.Watch(ctx, time.Second, p.Swap, logIt) // hot reload
 //	if err := p.Guard().Check(addr); err != nil { /* refusal.PrivateAddress */ }
 //
 // Matching costs O(labels of the host) whatever the size of the list, so lists

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/panopticon-dev/panopticon/internal/filewatch"
 )
 
 const (
@@ -15,20 +17,38 @@ const (
 	watchTimeout  = 5 * time.Second
 )
 
-// watchRecorder runs Watch on path and records what it reports.
+// These tests are the allowlist file as the process keeps it current: opened
+// once at start-up, then watched (internal/filewatch).
+
+// openAllowlist is what run does at start-up.
+func openAllowlist(path string) (*filewatch.File[*Allowlist], error) {
+	return filewatch.Open("allowlist", func() (*Allowlist, error) { return ParseFile(path) }, path)
+}
+
+// watchRecorder watches the allowlist at path and records what it reports.
 type watchRecorder struct {
+	file    *filewatch.File[*Allowlist]
 	reloads chan *Allowlist
 	errs    chan error
 	stop    func()
 }
 
-func startWatch(t *testing.T, path string) *watchRecorder {
+// startWatch opens path, checks that the list in force allows first, and
+// watches it.
+func startWatch(t *testing.T, path, first string) *watchRecorder {
 	t.Helper()
+	f, err := openAllowlist(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := f.Value().Match(first, 443); !ok {
+		t.Fatalf("the list opened at start does not allow %s", first)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &watchRecorder{reloads: make(chan *Allowlist, 100), errs: make(chan error, 100)}
+	r := &watchRecorder{file: f, reloads: make(chan *Allowlist, 100), errs: make(chan error, 100)}
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		Watch(ctx, path, watchInterval,
+		f.Watch(ctx, watchInterval,
 			func(a *Allowlist) { r.reloads <- a },
 			func(err error) { r.errs <- err })
 	})
@@ -45,6 +65,9 @@ func (r *watchRecorder) waitReload(t *testing.T, host string) {
 		select {
 		case a := <-r.reloads:
 			if _, ok := a.Match(host, 443); ok {
+				if _, ok := r.file.Value().Match(host, 443); !ok {
+					t.Fatalf("reloaded a list allowing %s, but the one in force does not", host)
+				}
 				return
 			}
 		case err := <-r.errs:
@@ -92,8 +115,7 @@ func writeFile(t *testing.T, path, text string) {
 func TestWatchEditInPlace(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "allowlist.txt")
 	writeFile(t, path, "a.example\n")
-	r := startWatch(t, path)
-	r.waitReload(t, "a.example") // the initial load
+	r := startWatch(t, path, "a.example")
 	r.quiet(t)
 
 	writeFile(t, path, "a.example\nb.example\n")
@@ -105,8 +127,7 @@ func TestWatchReplaceByRename(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "allowlist.txt")
 	writeFile(t, path, "a.example\n")
-	r := startWatch(t, path)
-	r.waitReload(t, "a.example")
+	r := startWatch(t, path, "a.example")
 
 	// Same size as before, so only the inode tells the files apart.
 	tmp := filepath.Join(dir, ".allowlist.txt.swp")
@@ -135,8 +156,7 @@ func TestWatchKubeletSymlinkSwap(t *testing.T) {
 	if err := os.Symlink(filepath.Join("..data", "allowlist.txt"), path); err != nil {
 		t.Fatal(err)
 	}
-	r := startWatch(t, path)
-	r.waitReload(t, "a.example")
+	r := startWatch(t, path, "a.example")
 	r.quiet(t)
 
 	mkdata("..2024_01_01_00_01_00.000000002", "b.example\n")
@@ -156,8 +176,7 @@ func TestWatchKubeletSymlinkSwap(t *testing.T) {
 func TestWatchBrokenFileKeepsLastGood(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "allowlist.txt")
 	writeFile(t, path, "a.example\n")
-	r := startWatch(t, path)
-	r.waitReload(t, "a.example")
+	r := startWatch(t, path, "a.example")
 
 	writeFile(t, path, "a.example\n# fine\n*\n")
 	r.waitError(t, path+":3: \"*\" matches everything")
@@ -170,8 +189,7 @@ func TestWatchBrokenFileKeepsLastGood(t *testing.T) {
 func TestWatchDeletedFileKeepsLastGood(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "allowlist.txt")
 	writeFile(t, path, "a.example\n")
-	r := startWatch(t, path)
-	r.waitReload(t, "a.example")
+	r := startWatch(t, path, "a.example")
 
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
@@ -183,12 +201,31 @@ func TestWatchDeletedFileKeepsLastGood(t *testing.T) {
 	r.waitReload(t, "d.example")
 }
 
-func TestWatchMissingAtStart(t *testing.T) {
+func TestAMissingAllowlistIsAStartUpError(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "allowlist.txt")
-	r := startWatch(t, path)
-	r.waitError(t, "file is missing")
-	writeFile(t, path, "e.example\n")
-	r.waitReload(t, "e.example")
+	if _, err := openAllowlist(path); err == nil || !strings.Contains(err.Error(), "reading allowlist") {
+		t.Fatalf("err = %v, want a start-up error that names the allowlist", err)
+	}
+	writeFile(t, path, "*\n")
+	if _, err := openAllowlist(path); err == nil || !strings.Contains(err.Error(), path+":1:") {
+		t.Fatalf("err = %v, want the bad line named", err)
+	}
+}
+
+// Opening parses the file once and is not a reload.
+func TestOpeningIsNotAReload(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "allowlist.txt")
+	writeFile(t, path, "a.example\n")
+	r := startWatch(t, path, "a.example")
+	r.quiet(t)
+	if n := r.file.Reloads(); n != 0 {
+		t.Fatalf("%d reloads counted for a file that did not change", n)
+	}
+	writeFile(t, path, "a.example\nb.example\n")
+	r.waitReload(t, "b.example")
+	if n := r.file.Reloads(); n != 1 {
+		t.Fatalf("%d reloads counted for one change", n)
+	}
 }
 
 // TestWatchMidWrite checks that a file caught half-written is not loaded,
@@ -207,25 +244,33 @@ func TestWatchMidWrite(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "allowlist.txt")
 			writeFile(t, path, "a.example\n")
 			var reloads, errs []string
-			w := newWatcher(path,
-				func(a *Allowlist) {
+			st, err := filewatch.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The Watcher a File runs, ticked by hand.
+			w := &filewatch.Watcher{Paths: []string{path}, Current: st,
+				Load: func() error {
+					a, err := ParseFile(path)
+					if err != nil {
+						return err
+					}
 					var names []string
 					for _, e := range a.Entries() {
 						names = append(names, e.String())
 					}
 					reloads = append(reloads, strings.Join(names, ","))
+					return nil
 				},
-				func(err error) { errs = append(errs, err.Error()) },
-			)
-			w.Tick() // initial load
-
+				OnError: func(err error) { errs = append(errs, err.Error()) },
+			}
 			writeFile(t, path, tt.half)
 			w.Tick()
 			writeFile(t, path, "a.example\nb.example\n")
 			w.Tick()
 			w.Tick()
 			w.Tick()
-			want := []string{"a.example", "a.example,b.example"}
+			want := []string{"a.example,b.example"}
 			if len(errs) != 0 || strings.Join(reloads, " ") != strings.Join(want, " ") {
 				t.Fatalf("reloads = %q, errors = %q; want reloads %q and no error", reloads, errs, want)
 			}
@@ -238,8 +283,12 @@ func TestWatchReturnsOnCancel(t *testing.T) {
 	writeFile(t, path, "a.example\n")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
+	f, err := openAllowlist(path)
+	if err != nil {
+		t.Fatal(err)
+	}
 	go func() {
-		Watch(ctx, path, watchInterval, nil, nil)
+		f.Watch(ctx, watchInterval, nil, nil)
 		close(done)
 	}()
 	cancel()
