@@ -488,6 +488,9 @@ func doH2(rawURL, authority string) Result {
 
 // doHold opens n connections to addr that send nothing, holds them for the
 // given seconds, and reports in Answers [opened, still open at the end].
+// holdGrace is how long past its hold doHold waits for connections to close.
+const holdGrace = 8 * time.Second
+
 func doHold(addr, nStr, secStr, payload string) Result {
 	n, _ := strconv.Atoi(nStr)
 	secs, _ := strconv.Atoi(secStr)
@@ -514,9 +517,14 @@ func doHold(addr, nStr, secStr, payload string) Result {
 	// Say we are holding, so the test can act meanwhile.
 	fmt.Fprintf(os.Stderr, "holding %d\n", len(conns))
 	time.Sleep(time.Duration(secs) * time.Second)
+	// A connection the far side closed reads its end at once; one it still
+	// holds is given a grace of holdGrace in all (the far side's timers
+	// start when it accepts, which on a loaded machine may be seconds after
+	// the dial returned from the backlog).
 	open := 0
+	grace := time.Now().Add(holdGrace)
 	for _, c := range conns {
-		c.SetReadDeadline(time.Now().Add(time.Millisecond))
+		c.SetReadDeadline(grace)
 		_, err := c.Read(make([]byte, 1))
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
