@@ -43,6 +43,7 @@ import (
 
 	"github.com/elazarl/goproxy"
 
+	"github.com/panopticon-dev/panopticon/internal/connlimit"
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
 	"github.com/panopticon-dev/panopticon/internal/policy"
 	"github.com/panopticon-dev/panopticon/internal/refusal"
@@ -83,7 +84,7 @@ type Config struct {
 	Secrets   *secrets.Table
 	LeakGuard string
 
-	MaxConns          int           // concurrent client connections (default 10000)
+	MaxConns          int           // concurrent client connections (default 10000); more wait in the accept queue
 	HandshakeTimeout  time.Duration // to read the first bytes and finish TLS (default 10s)
 	IdleTimeout       time.Duration // keep-alive idle time (default 90s)
 	MaxHeaderBytes    int           // request header limit (default 64 KiB)
@@ -103,7 +104,6 @@ type Proxy struct {
 	srv      *http.Server
 	tlsConf  *tls.Config
 	own      map[uint16]bool
-	conns    chan struct{}
 	pinnedMu sync.Mutex
 	pinned   map[string]*http.Transport // host+secrets → transport enforcing pins
 	live     liveConns
@@ -134,7 +134,7 @@ func New(cfg Config) *Proxy {
 	if cfg.ReadHeaderTimeout == 0 {
 		cfg.ReadHeaderTimeout = 10 * time.Second
 	}
-	p := &Proxy{cfg: cfg, own: map[uint16]bool{}, conns: make(chan struct{}, cfg.MaxConns), pinned: map[string]*http.Transport{}}
+	p := &Proxy{cfg: cfg, own: map[uint16]bool{}, pinned: map[string]*http.Transport{}}
 	if cfg.Secrets.Len() > 0 {
 		p.redactAll = cfg.Secrets.Redactor(cfg.Secrets.Names())
 	}
@@ -170,6 +170,7 @@ func New(cfg Config) *Proxy {
 // Serve accepts connections from ln until ctx is done, then stops accepting
 // and gives open requests until they finish (bounded by the caller's exit).
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
+	ln = connlimit.Listen(ln, p.cfg.MaxConns) // at the cap, the next one waits its turn
 	inner := newConnListener(ln.Addr())
 	go func() { _ = p.srv.Serve(inner) }()
 	go p.watchPolicy(ctx)
@@ -198,13 +199,6 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			return fmt.Errorf("accepting on %s: %w", ln.Addr(), err)
 		}
-		select {
-		case p.conns <- struct{}{}:
-		default:
-			p.cfg.Logger.Warn("egress connection refused: cap reached", "max_conns", p.cfg.MaxConns, "client", c.RemoteAddr().String())
-			_ = c.Close()
-			continue
-		}
 		go p.handleConn(inner, c)
 	}
 }
@@ -230,8 +224,8 @@ type connState struct {
 
 type metaKey struct{}
 
-// conn replays the bytes sniffing consumed, carries connMeta, and releases the
-// connection slot exactly once when closed.
+// conn replays the bytes sniffing consumed, carries connMeta, and forgets
+// the connection (revocation) exactly once when closed.
 type conn struct {
 	net.Conn
 	r       io.Reader
@@ -260,15 +254,11 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 }
 
 func (p *Proxy) handleConn(inner *connListener, c net.Conn) {
-	release := func() {
-		<-p.conns
-	}
 	start := time.Now()
 	meta := &connMeta{client: c.RemoteAddr().String(), raw: c, start: start, state: &connState{}}
 	fail := func(reason, msg string) {
-		_ = c.Close()
+		_ = c.Close() // gives its place back (connlimit)
 		p.live.remove(meta)
-		release()
 		if reason == "" {
 			return
 		}
@@ -279,7 +269,7 @@ func (p *Proxy) handleConn(inner *connListener, c net.Conn) {
 			Detail:     map[string]string{"dst": meta.dst.String(), "error": msg},
 		})
 	}
-	tcp, ok := c.(*net.TCPConn)
+	tcp, ok := connlimit.Underlying(c).(*net.TCPConn)
 	if !ok {
 		fail("", "")
 		return
@@ -312,7 +302,7 @@ func (p *Proxy) handleConn(inner *connListener, c net.Conn) {
 		return
 	}
 	p.live.add(meta)
-	wrapped := &conn{Conn: c, r: br, meta: meta, release: func() { p.live.remove(meta); release() }}
+	wrapped := &conn{Conn: c, r: br, meta: meta, release: func() { p.live.remove(meta) }}
 	wrapped.wire.direct = c.Write
 	meta.wire = &wrapped.wire
 	switch proto {

@@ -34,9 +34,9 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
-	"sync"
 	"time"
 
+	"github.com/panopticon-dev/panopticon/internal/connlimit"
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
 )
 
@@ -173,7 +173,7 @@ func (p *Proxy) Serve(ctx context.Context, d Door) error {
 			srv.Close()
 		}
 	}()
-	err := srv.ServeTLS(limitListener(d.Listener, p.cfg.MaxConns), "", "")
+	err := srv.ServeTLS(connlimit.Listen(d.Listener, p.cfg.MaxConns), "", "")
 	if errors.Is(err, http.ErrServerClosed) {
 		<-done
 		return nil
@@ -202,36 +202,4 @@ func (p *Proxy) Handler(port int, app string) *Handler {
 		ErrorHandler:  h.proxyError,
 	}
 	return h
-}
-
-// limitListener lets at most n connections be open at once; Accept waits
-// for a slot, so the excess waits in the kernel's queue.
-func limitListener(l net.Listener, n int) net.Listener {
-	return &limited{Listener: l, sem: make(chan struct{}, n)}
-}
-
-type limited struct {
-	net.Listener
-	sem chan struct{}
-}
-
-func (l *limited) Accept() (net.Conn, error) {
-	l.sem <- struct{}{}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.sem
-		return nil, err
-	}
-	return &releaseConn{Conn: c, release: func() { <-l.sem }}, nil
-}
-
-type releaseConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *releaseConn) Close() error {
-	c.once.Do(c.release)
-	return c.Conn.Close()
 }
