@@ -231,17 +231,7 @@ func newBed() (*bed, error) {
 	if err != nil {
 		return nil, err
 	}
-	transport := &http.Transport{
-		DialContext:           dialer.DialContext,
-		TLSClientConfig:       &tls.Config{RootCAs: upPool, MinVersion: tls.VersionTLS12, ClientSessionCache: tls.NewLRUClientSessionCache(1024)},
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true,
-	}
+	transport := upstream.NewTransport(dialer.DialContext, upPool) // as in production
 	proxy := egress.New(egress.Config{
 		Policy: pol, Certs: minter, Transport: transport, Log: flows,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Secrets: table,

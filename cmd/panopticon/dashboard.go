@@ -3,18 +3,15 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
 	"path/filepath"
 	"strconv"
 	"time"
 
-	"github.com/panopticon-dev/panopticon/internal/config"
 	"github.com/panopticon-dev/panopticon/internal/dashboard"
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
 	"github.com/panopticon-dev/panopticon/internal/metrics"
@@ -60,11 +57,7 @@ func bindDashboard(d *deps) (service, error) {
 
 	var notifier *notify.Notifier
 	if cfg.WebhookURL != "" {
-		client, err := webhookClient(cfg)
-		if err != nil {
-			ln.Close()
-			return service{}, err
-		}
+		client := webhookClient(d)
 		notifier = notify.New(notify.Options{
 			URL: cfg.WebhookURL, Secret: cfg.WebhookSecret,
 			Dedup:  time.Duration(cfg.WebhookDedupSeconds) * time.Second,
@@ -125,54 +118,15 @@ func bindDashboard(d *deps) (service, error) {
 	}}, nil
 }
 
-// webhookClient posts from panopticon's own, marked sockets: the webhook is
+// webhookClient posts from panopticon's own, marked sockets, with the
+// upstream resolver and roots the egress door uses: the webhook is
 // panopticon's configuration, not the app's traffic, so the allowlist and the
-// private-address guard do not apply (a receiver on an internal address is
-// fine). Names are resolved with the upstream resolver, also from a marked
-// socket, not through panopticon's own DNS door.
-func webhookClient(cfg config.Config) (*http.Client, error) {
-	roots, err := upstreamRoots(cfg.UpstreamCAFile)
-	if err != nil {
-		return nil, fmt.Errorf("UPSTREAM_CA_FILE: %w", err)
-	}
-	dnsServer, err := cfg.ResolveUpstreamDNS("/etc/resolv.conf")
-	if err != nil {
-		return nil, fmt.Errorf("WEBHOOK_URL: %w", err)
-	}
-	resolver := upstream.NewResolver(dnsServer, proxyMark)
-	dialer := upstream.Marked(proxyMark, 10*time.Second)
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		host, port, err := net.SplitHostPort(addr)
-		if err != nil {
-			return nil, err
-		}
-		if ip, err := netip.ParseAddr(host); err == nil {
-			return dialer.DialContext(ctx, network, net.JoinHostPort(ip.String(), port))
-		}
-		addrs, err := resolver.LookupHost(ctx, host)
-		if err != nil {
-			return nil, err
-		}
-		var errs []error
-		for _, a := range addrs {
-			c, err := dialer.DialContext(ctx, "tcp", net.JoinHostPort(a.String(), port))
-			if err == nil {
-				return c, nil
-			}
-			errs = append(errs, err)
-		}
-		return nil, errors.Join(errs...)
-	}
-	return &http.Client{
-		Timeout: notify.DefaultTimeout,
-		Transport: &http.Transport{
-			Proxy:                 nil,
-			DialContext:           dial,
-			TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
-			TLSHandshakeTimeout:   10 * time.Second,
-			ResponseHeaderTimeout: notify.DefaultTimeout,
-			MaxIdleConns:          4,
-			IdleConnTimeout:       90 * time.Second,
-		},
-	}, nil
+// private-address guard do not apply (a receiver on an internal address, or
+// at an IP literal, is fine).
+func webhookClient(d *deps) *http.Client {
+	dialer := &upstream.Dialer{Resolver: d.resolver, Mark: proxyMark, Literals: true}
+	tr := upstream.NewTransport(dialer.DialContext, d.roots)
+	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 4, 4
+	tr.ResponseHeaderTimeout = notify.DefaultTimeout
+	return &http.Client{Timeout: notify.DefaultTimeout, Transport: tr}
 }

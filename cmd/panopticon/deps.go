@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"io"
 	"log/slog"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/panopticon-dev/panopticon/internal/filewatch"
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
 	"github.com/panopticon-dev/panopticon/internal/policy"
+	"github.com/panopticon-dev/panopticon/internal/upstream"
 )
 
 // deps are the shared pieces every door and service is built from.
@@ -22,6 +24,8 @@ type deps struct {
 	authority *ca.CA
 	minter    *ca.Minter
 	allowFile *filewatch.File[*policy.Allowlist] // ALLOWLIST_FILE, kept current
+	resolver  *upstream.Resolver                 // UPSTREAM_DNS, from marked sockets
+	roots     *x509.CertPool                     // what upstreams are verified against
 }
 
 // service is something bound as root (bind*) and served after the privilege

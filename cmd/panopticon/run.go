@@ -2,15 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -96,7 +93,7 @@ func run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error
 	for _, w := range warnings {
 		logger.Warn(w)
 	}
-	roots, err := upstreamRoots(cfg.UpstreamCAFile)
+	roots, err := upstream.Roots(cfg.UpstreamCAFile)
 	if err != nil {
 		return fail("UPSTREAM_CA_FILE: %w", err)
 	}
@@ -183,7 +180,8 @@ func run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error
 		return fail("DNS_PORT: %w", err)
 	}
 
-	d := &deps{cfg: cfg, logger: logger, stdout: stdout, policy: pol, allowFile: allowFile, flows: flows, authority: authority, minter: minter}
+	d := &deps{cfg: cfg, logger: logger, stdout: stdout, policy: pol, allowFile: allowFile, flows: flows, authority: authority, minter: minter,
+		resolver: resolver, roots: roots}
 	var services []service
 	for _, bind := range []func(*deps) (service, error){bindInbound, bindDashboard} {
 		svc, err := bind(d)
@@ -202,21 +200,7 @@ func run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error
 	logger.Info("privileges dropped", "uid", os.Getuid(), "gid", os.Getgid())
 
 	// 6. Serve.
-	transport := &http.Transport{
-		Proxy:                 nil, // never HTTPS_PROXY from the environment
-		DialContext:           dialer.DialContext,
-		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12, ClientSessionCache: tls.NewLRUClientSessionCache(1024)},
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true, // pass Accept-Encoding and bodies through untouched
-		// Larger buffers: a 32 KiB body chunk leaves as one TLS record and one write.
-		WriteBufferSize: 64 << 10,
-		ReadBufferSize:  64 << 10,
-	}
+	transport := upstream.NewTransport(dialer.DialContext, roots)
 	proxy := egress.New(egress.Config{
 		Policy:    pol,
 		Certs:     minter,
@@ -310,25 +294,6 @@ func portsOf(cfg config.Config) []int {
 		out = append(out, p)
 	}
 	return out
-}
-
-// upstreamRoots is the system pool plus UPSTREAM_CA_FILE.
-func upstreamRoots(extra string) (*x509.CertPool, error) {
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	if extra == "" {
-		return pool, nil
-	}
-	pem, err := os.ReadFile(extra)
-	if err != nil {
-		return nil, err
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", extra)
-	}
-	return pool, nil
 }
 
 // ownDir creates dir and hands it (and what is in it) to uid:gid, so the

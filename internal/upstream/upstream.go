@@ -5,11 +5,14 @@
 //
 //	r := upstream.NewResolver("1.1.1.1:53", mark)
 //	d := &upstream.Dialer{Resolver: r, Guard: guard, Mark: mark}
-//	tr := &http.Transport{DialContext: d.DialContext}
+//	roots, err := upstream.Roots(caFile)
+//	tr := upstream.NewTransport(d.DialContext, roots)
 //
 // The mark is what the firewall exempts (together with the uid): an app
 // process that becomes uid 1337 cannot set it without CAP_NET_ADMIN.
-// Non-goals: TLS, HTTP, policy decisions on names (the doors ask policy first).
+// NewTransport is the one HTTP transport of what panopticon sends upstream
+// (egress, webhooks, the bench), so they cannot drift apart.
+// Non-goals: policy decisions on names (the doors ask policy first).
 package upstream
 
 import (
@@ -186,14 +189,17 @@ type Dialer struct {
 	Guard    AddrChecker
 	Mark     uint32
 	Timeout  time.Duration // per address; default 10s
+	// Literals dials IP literals as given. Only for destinations that are
+	// panopticon's own configuration (a webhook URL), never the agent's.
+	Literals bool
 
 	once sync.Once
 	net  *net.Dialer
 }
 
-// DialContext dials addr ("name:port"). An IP literal is refused: destinations
-// are names. Addresses are tried in resolver order; the first that the guard
-// allows and that answers wins.
+// DialContext dials addr ("name:port"). An IP literal is refused (unless
+// Literals): destinations are names. Addresses are tried in resolver order;
+// the first that the guard allows and that answers wins.
 func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	d.once.Do(func() {
 		t := d.Timeout
@@ -209,11 +215,13 @@ func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 	if _, err := strconv.Atoi(portStr); err != nil {
 		return nil, fmt.Errorf("dialing %q: bad port", addr)
 	}
-	if _, err := netip.ParseAddr(host); err == nil {
-		return nil, fmt.Errorf("dialing %s: an IP literal is never dialled, only names", addr)
-	}
-	addrs, err := d.Resolver.LookupHost(ctx, host)
-	if err != nil {
+	var addrs []netip.Addr
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if !d.Literals {
+			return nil, fmt.Errorf("dialing %s: an IP literal is never dialled, only names", addr)
+		}
+		addrs = []netip.Addr{ip}
+	} else if addrs, err = d.Resolver.LookupHost(ctx, host); err != nil {
 		return nil, err
 	}
 	var errs []error

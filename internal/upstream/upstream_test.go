@@ -118,4 +118,17 @@ func TestDialerConnectsOnlyToWhatItResolved(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 	})
+	t.Run("panopticon's own configuration may name an IP literal, still guarded", func(t *testing.T) {
+		d := &Dialer{Resolver: NewResolver(addr, 0), Timeout: time.Second, Literals: true}
+		c, err := d.DialContext(context.Background(), "tcp", "127.0.0.1:"+port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		d.Guard = refuseLoopback{}
+		var ge *GuardError
+		if _, err := d.DialContext(context.Background(), "tcp", "127.0.0.1:"+port); !errors.As(err, &ge) {
+			t.Fatalf("err = %v, want a GuardError", err)
+		}
+	})
 }
