@@ -8,16 +8,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
@@ -179,124 +175,15 @@ func (o tailOptions) print(w io.Writer, e flowlog.Event, raw []byte) error {
 	return err
 }
 
-// ANSI colours.
-const (
-	ansiReset  = "\x1b[0m"
-	ansiDim    = "\x1b[2m"
-	ansiRed    = "\x1b[1;31m"
-	ansiGreen  = "\x1b[32m"
-	ansiYellow = "\x1b[33m"
-	ansiCyan   = "\x1b[36m"
-)
-
-// Column widths of the tail line.
-const (
-	kindWidth     = 7
-	decisionWidth = 11 // "would-block"
-	hostWidth     = 34
-)
-
 // formatTail renders one aligned line, e.g.
 //
 //	18:32:45  egress   allow        api.openai.com:443                 GET /v1/chat 200 1.2kB 35ms  [*.openai.com]
 //	18:32:46  egress   BLOCK        evil.test:443                      POST /upload  not-allowlisted
 //
-// Text from the wire is quoted when it holds control characters.
+// in local time: flowlog's readable line, in columns.
 func formatTail(e flowlog.Event, color bool) string {
-	paint := func(code, s string) string {
-		if !color || s == "" {
-			return s
-		}
-		return code + s + ansiReset
-	}
-	pad := func(s string, n int) string {
-		if k := utf8.RuneCountInString(s); k < n {
-			return s + strings.Repeat(" ", n-k)
-		}
-		return s
-	}
-	var b strings.Builder
-	b.WriteString(paint(ansiDim, e.Time.Local().Format(time.TimeOnly)))
-	b.WriteString("  " + pad(printable(e.Kind), kindWidth) + "  ")
-	dec := printable(e.Decision)
-	var decColor string
-	switch e.Decision {
-	case flowlog.Allow:
-		decColor = ansiGreen
-	case flowlog.Block:
-		dec, decColor = "BLOCK", ansiRed
-	case flowlog.WouldBlock:
-		decColor = ansiYellow
-	}
-	b.WriteString(paint(decColor, dec) + strings.Repeat(" ", max(1, decisionWidth+2-utf8.RuneCountInString(dec))))
-	host := printable(e.Host)
-	if host == "" {
-		host = "-"
-	}
-	if e.Port != 0 {
-		host = net.JoinHostPort(host, strconv.Itoa(e.Port))
-	}
-	b.WriteString(pad(host, hostWidth))
-	var rest []string
-	if e.Kind == flowlog.KindInbound && e.Client != "" {
-		rest = append(rest, "from "+printable(e.Client))
-	}
-	if e.Method != "" {
-		rest = append(rest, printable(e.Method))
-	}
-	if e.Path != "" {
-		p := e.Path
-		if utf8.RuneCountInString(p) > 100 {
-			p = string([]rune(p)[:100]) + "…"
-		}
-		rest = append(rest, printable(p))
-	}
-	if e.Status != 0 {
-		rest = append(rest, strconv.Itoa(e.Status))
-	}
-	if e.Decision == flowlog.Allow {
-		rest = append(rest, humanBytes(e.BytesIn+e.BytesOut), strconv.FormatInt(e.DurationMS, 10)+"ms")
-	}
-	b.WriteString(" " + strings.Join(rest, " "))
-	if e.Reason != "" {
-		if e.Decision == flowlog.Allow {
-			b.WriteString("  " + paint(ansiCyan, "["+printable(e.Reason)+"]"))
-		} else {
-			b.WriteString("  " + paint(decColor, printable(e.Reason)))
-		}
-	}
-	if len(e.Secrets) > 0 {
-		names := make([]string, len(e.Secrets))
-		for i, s := range e.Secrets {
-			names[i] = printable(s)
-		}
-		b.WriteString("  secrets=" + strings.Join(names, ","))
-	}
-	return strings.TrimRight(b.String(), " ") + "\n"
-}
-
-// printable quotes s when it holds anything a terminal might interpret.
-func printable(s string) string {
-	for _, r := range s {
-		if r == utf8.RuneError || !unicode.IsPrint(r) {
-			return strconv.Quote(s)
-		}
-	}
-	return s
-}
-
-func humanBytes(n int64) string {
-	if n < 1000 {
-		return strconv.FormatInt(n, 10) + "B"
-	}
-	f := float64(n)
-	for _, unit := range []string{"kB", "MB", "GB", "TB"} {
-		f /= 1000
-		if f < 1000 || unit == "TB" {
-			return strconv.FormatFloat(f, 'f', 1, 64) + unit
-		}
-	}
-	return ""
+	e.Time = e.Time.Local()
+	return flowlog.Line(e, flowlog.Style{Columns: true, Color: color})
 }
 
 // follower reads lines appended to a file, also across rotation (the file

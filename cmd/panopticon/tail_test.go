@@ -226,7 +226,7 @@ func TestFormatTail(t *testing.T) {
 		t.Errorf("block line %q", block)
 	}
 	colored := formatTail(flowlog.Event{Time: ts, Kind: "egress", Decision: "block", Reason: "not-allowlisted", Host: "evil.test", Port: 443}, true)
-	if !strings.Contains(colored, ansiRed+"BLOCK"+ansiReset) {
+	if !strings.Contains(colored, "\x1b[1;31mBLOCK\x1b[0m") {
 		t.Errorf("coloured block line %q", colored)
 	}
 	if strings.Contains(block, "\x1b") {

@@ -50,6 +50,11 @@ func TestFormatLine(t *testing.T) {
 			want:  "18:32:45 egress  BLOCK a.test:80 \"/x\\n12:00:00 egress allow fake\" r\n",
 		},
 		{
+			name:  "audit mode lets it through: size and time, and the reason it would have been refused",
+			event: flowlog.Event{Time: at, Kind: flowlog.KindEgress, Decision: flowlog.WouldBlock, Reason: "not-allowlisted", Host: "learn.test", Port: 443, Method: "GET", Path: "/", Status: 200, BytesIn: 20, DurationMS: 3},
+			want:  "18:32:45 egress  would-block learn.test:443 GET / 200 20B 3ms not-allowlisted\n",
+		},
+		{
 			name:  "ipv6 host",
 			event: flowlog.Event{Time: at, Kind: flowlog.KindEgress, Decision: flowlog.Block, Reason: "ip-literal", Host: "2001:db8::1", Port: 443},
 			want:  "18:32:45 egress  BLOCK [2001:db8::1]:443 ip-literal\n",
@@ -81,5 +86,21 @@ func TestFormatLongPath(t *testing.T) {
 	line := string(flowlog.FormatLine(flowlog.Event{Kind: flowlog.KindEgress, Decision: flowlog.Allow, Path: "/" + strings.Repeat("a", 500)}))
 	if len(line) > 250 || !strings.Contains(line, "…") {
 		t.Errorf("long path not cut: %d bytes", len(line))
+	}
+}
+
+// The tail's columns are the same line, laid out: same parts, same order.
+func TestColumnsAreTheSameLine(t *testing.T) {
+	at := time.Date(2030, 1, 2, 18, 32, 45, 0, time.UTC)
+	for _, e := range []flowlog.Event{
+		{Time: at, Kind: flowlog.KindEgress, Decision: flowlog.Allow, Reason: "*.openai.com", Host: "api.openai.com", Port: 443, Method: "GET", Path: "/v1", Status: 200, BytesIn: 1200, DurationMS: 35, Secrets: []string{"OPENAI"}},
+		{Time: at, Kind: flowlog.KindDNS, Decision: flowlog.Block, Reason: "not-allowlisted", Host: "evil.test"},
+		{Time: at, Kind: flowlog.KindEgress, Decision: flowlog.WouldBlock, Reason: "not-allowlisted", Host: "x.test", Port: 443, BytesIn: 5},
+	} {
+		plain := strings.Fields(string(flowlog.FormatLine(e)))
+		cols := strings.Fields(flowlog.Line(e, flowlog.Style{Columns: true}))
+		if strings.Join(plain, " ") != strings.Join(cols, " ") {
+			t.Errorf("stdout %q\ncolumns %q", plain, cols)
+		}
 	}
 }
