@@ -16,6 +16,7 @@ import (
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
 	"github.com/panopticon-dev/panopticon/internal/metrics"
 	"github.com/panopticon-dev/panopticon/internal/notify"
+	"github.com/panopticon-dev/panopticon/internal/selftest"
 	"github.com/panopticon-dev/panopticon/internal/upstream"
 )
 
@@ -80,7 +81,7 @@ func bindDashboard(d *deps) (service, error) {
 	srv := dashboard.New(dashboard.Options{
 		Token: token, Policy: d.policy, Runtime: runtimeList, Mode: cfg.Mode,
 		BufferSize: cfg.FlowBuffer, Sources: src, Logger: d.logger,
-		SelftestFile: filepath.Join(cfg.StateDir, SelftestFile),
+		SelftestFile: filepath.Join(cfg.StateDir, selftest.File),
 	})
 	// History from the log files (only the newest FLOW_BUFFER events), read
 	// while still root in case older files are root's.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/panopticon-dev/panopticon/internal/config"
 	"github.com/panopticon-dev/panopticon/internal/firewall"
+	"github.com/panopticon-dev/panopticon/internal/selftest"
 )
 
 // healthcheck passes when every firewall rule is in place and every listener
@@ -49,7 +51,7 @@ func healthcheck(cfg config.Config) error {
 	dnsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.DNSPort))
 	for _, network := range []string{"udp", "tcp"} {
 		m := new(dns.Msg)
-		m.SetQuestion(dns.Fqdn(healthName), dns.TypeA)
+		m.SetQuestion(dns.Fqdn(selftest.DeniedName), dns.TypeA)
 		c := &dns.Client{Net: network, Timeout: 2 * time.Second}
 		if _, _, err := c.Exchange(m, dnsAddr); err != nil {
 			errs = append(errs, fmt.Errorf("dns %s/%s: %w", dnsAddr, network, err))
@@ -58,7 +60,7 @@ func healthcheck(cfg config.Config) error {
 	if len(errs) == 0 {
 		// The firewall and listeners are there; check they hold, with the
 		// quiet probes (no flow events) and a short budget.
-		rep, err := Selftest(context.Background(), cfg, time.Second, true)
+		rep, err := runSelftest(cfg, time.Second, true)
 		switch {
 		case errors.Is(err, syscall.EPERM):
 			// A probe runner without CAP_SETUID (a restricted exec probe)
@@ -67,11 +69,36 @@ func healthcheck(cfg config.Config) error {
 		case err != nil:
 			errs = append(errs, err)
 		case !rep.OK():
-			recordSelftest(cfg, rep)
+			selftest.Record(cfg.StateDir, rep)
 			errs = append(errs, fmt.Errorf("selftest: got out: %s", strings.Join(rep.Escaped(), "; ")))
 		default:
-			recordSelftest(cfg, rep)
+			selftest.Record(cfg.StateDir, rep)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// runSelftest runs the probes of internal/selftest from this binary.
+func runSelftest(cfg config.Config, budget time.Duration, quiet bool) (selftest.Report, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return selftest.Report{}, fmt.Errorf("selftest: finding this binary: %w", err)
+	}
+	return selftest.Run(context.Background(), self, cfg.ProxyUID, budget, quiet)
+}
+
+// selftestMain runs `panopticon selftest`.
+func selftestMain(cfg config.Config, stdout, stderr io.Writer) int {
+	rep, err := runSelftest(cfg, 3*time.Second, false)
+	if err != nil {
+		fmt.Fprintf(stderr, "panopticon: selftest could not run: %v\n", err)
+		return 1
+	}
+	selftest.Record(cfg.StateDir, rep)
+	if !rep.OK() {
+		fmt.Fprintf(stderr, "panopticon: SELFTEST FAILED: got out: %s\n%s", strings.Join(rep.Escaped(), "; "), rep)
+		return 1
+	}
+	fmt.Fprintf(stdout, "panopticon: selftest passed: IPv6, UDP, a direct IP and outside DNS are all blocked\n%s", rep)
+	return 0
 }

@@ -21,6 +21,7 @@ import (
 	"syscall"
 
 	"github.com/panopticon-dev/panopticon/internal/config"
+	"github.com/panopticon-dev/panopticon/internal/selftest"
 )
 
 // version is stamped at build time: -ldflags "-X main.version=v1.2.3".
@@ -35,8 +36,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
 	}
-	if cmd == selftestProbeCmd {
-		return selftestProbeMain(args, stdout, stderr)
+	if cmd == selftest.ProbeCommand {
+		return selftest.ProbeMain(args, stdout, stderr)
 	}
 	if cmd == "tail" {
 		return tailMain(args, stdout, stderr)

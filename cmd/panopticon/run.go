@@ -26,6 +26,7 @@ import (
 	"github.com/panopticon-dev/panopticon/internal/policy"
 	"github.com/panopticon-dev/panopticon/internal/privdrop"
 	"github.com/panopticon-dev/panopticon/internal/secrets"
+	"github.com/panopticon-dev/panopticon/internal/selftest"
 	"github.com/panopticon-dev/panopticon/internal/upstream"
 )
 
@@ -36,9 +37,6 @@ const proxyMark = 0x1337
 
 // reloadInterval is how often the allowlist file is polled.
 const reloadInterval = 500 * time.Millisecond
-
-// healthName is the DNS name the healthcheck asks; it is answered and not logged.
-const healthName = "panopticon-healthcheck.invalid"
 
 func ipv6Available() bool {
 	_, err := os.Stat("/proc/net/if_inet6")
@@ -317,7 +315,7 @@ func ownDir(dir string, uid, gid int) error {
 type quietHealth struct{ l *flowlog.Log }
 
 func (q quietHealth) Emit(e flowlog.Event) {
-	if e.Host == healthName {
+	if e.Host == selftest.DeniedName {
 		return
 	}
 	q.l.Emit(e)

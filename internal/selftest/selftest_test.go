@@ -1,4 +1,4 @@
-package main
+package selftest
 
 import (
 	"errors"
@@ -9,19 +9,19 @@ import (
 	"testing"
 )
 
-func TestSelftestReport(t *testing.T) {
-	ok := SelftestReport{Probes: []ProbeResult{{Name: "udp", Blocked: true, Detail: "rejected"}, {Name: "dns", Blocked: true}}}
+func TestReport(t *testing.T) {
+	ok := Report{Probes: []ProbeResult{{Name: "udp", Blocked: true, Detail: "rejected"}, {Name: "dns", Blocked: true}}}
 	if !ok.OK() || len(ok.Escaped()) != 0 {
 		t.Errorf("all blocked: OK=%v escaped=%v", ok.OK(), ok.Escaped())
 	}
-	bad := SelftestReport{Probes: []ProbeResult{{Name: "udp", Blocked: true}, {Name: "ipv6-tcp", Detail: "connected to the outside"}}}
+	bad := Report{Probes: []ProbeResult{{Name: "udp", Blocked: true}, {Name: "ipv6-tcp", Detail: "connected to the outside"}}}
 	if bad.OK() || strings.Join(bad.Escaped(), ";") != "ipv6-tcp (connected to the outside)" {
 		t.Errorf("one escaped: OK=%v escaped=%v", bad.OK(), bad.Escaped())
 	}
 	if !strings.Contains(bad.String(), "NOT BLOCKED") {
 		t.Errorf("the summary does not shout: %s", bad)
 	}
-	if (SelftestReport{}).OK() {
+	if (Report{}).OK() {
 		t.Error("a report without probes must not pass")
 	}
 }
@@ -51,7 +51,7 @@ func TestSelftestProbeRefusesRoot(t *testing.T) {
 		t.Skip("checks the refusal to run the probes as root")
 	}
 	var out, errb strings.Builder
-	if code := selftestProbeMain(nil, &out, &errb); code == 0 || !strings.Contains(errb.String(), "must not run as root") {
+	if code := ProbeMain(nil, &out, &errb); code == 0 || !strings.Contains(errb.String(), "must not run as root") {
 		t.Errorf("probes as root: exit %d, stderr %q", code, errb.String())
 	}
 }

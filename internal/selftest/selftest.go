@@ -1,4 +1,18 @@
-package main
+// Package selftest proves, from inside the pod, that the firewall holds:
+// an unprivileged identity that is not the proxy's (like the app) tries
+// IPv6, UDP, a direct IP and an outside DNS server, and every attempt must
+// be redirected to panopticon or refused. The healthcheck runs it quietly,
+// `panopticon selftest` loudly, and each leaves its verdict for the
+// dashboard.
+//
+//	rep, err := selftest.Run(ctx, self, proxyUID, 3*time.Second, false) // as root
+//	if !rep.OK() { /* rep.Escaped() names what got out */ }
+//	selftest.Record(stateDir, rep)
+//
+// Run re-executes self (this binary) with ProbeCommand as another uid; that
+// child calls ProbeMain. Non-goals: testing what is allowed (the e2e suite
+// does), or running without root.
+package selftest
 
 import (
 	"bufio"
@@ -18,14 +32,17 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-
-	"github.com/panopticon-dev/panopticon/internal/config"
 )
 
-// selftestProbeCmd is the hidden command the self-test re-executes itself
+// ProbeCommand is the hidden command the self-test re-executes its binary
 // with, as an unprivileged uid that is not the proxy's: its sockets carry no
 // mark and no panopticon identity, like the app's.
-const selftestProbeCmd = "__selftest-probe"
+const ProbeCommand = "__selftest-probe"
+
+// DeniedName is the DNS name the probes (and the healthcheck) ask: never
+// allowlisted, so panopticon's DNS door must answer NXDOMAIN; the flow log
+// leaves it out.
+const DeniedName = "panopticon-healthcheck.invalid"
 
 // Probe targets: documentation addresses that exist nowhere. Reaching one
 // means "redirected to panopticon"; an ICMP port-unreachable from one means
@@ -43,13 +60,13 @@ type ProbeResult struct {
 	Detail  string `json:"detail"`  // what happened, in one line
 }
 
-// SelftestReport is what the self-test found; OK when every probe was blocked.
-type SelftestReport struct {
+// Report is what the self-test found; OK when every probe was blocked.
+type Report struct {
 	Probes []ProbeResult `json:"probes"`
 }
 
 // OK reports whether every probe was blocked.
-func (r SelftestReport) OK() bool {
+func (r Report) OK() bool {
 	for _, p := range r.Probes {
 		if !p.Blocked {
 			return false
@@ -59,7 +76,7 @@ func (r SelftestReport) OK() bool {
 }
 
 // Escaped names the probes that got out.
-func (r SelftestReport) Escaped() []string {
+func (r Report) Escaped() []string {
 	var out []string
 	for _, p := range r.Probes {
 		if !p.Blocked {
@@ -69,7 +86,7 @@ func (r SelftestReport) Escaped() []string {
 	return out
 }
 
-func (r SelftestReport) String() string {
+func (r Report) String() string {
 	var b strings.Builder
 	for _, p := range r.Probes {
 		verdict := "blocked"
@@ -81,24 +98,20 @@ func (r SelftestReport) String() string {
 	return b.String()
 }
 
-// Selftest probes, from a non-proxy identity inside this network namespace,
+// Run probes, from a non-proxy identity inside this network namespace,
 // that IPv6, UDP, a direct IP and an outside DNS server are all blocked. It
-// must run as root (it re-executes this binary as another uid). quiet uses
+// must run as root (it re-executes self, this binary, as another uid). quiet uses
 // probes that leave no flow event (for the healthcheck, which runs often);
 // the full self-test also asks for an IP literal over HTTP and expects
 // panopticon's 403. The dashboard may call it too.
-func Selftest(ctx context.Context, cfg config.Config, budget time.Duration, quiet bool) (SelftestReport, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return SelftestReport{}, fmt.Errorf("selftest: finding this binary: %w", err)
-	}
+func Run(ctx context.Context, self string, proxyUID int, budget time.Duration, quiet bool) (Report, error) {
 	uid := 65534 // nobody
-	if uid == cfg.ProxyUID {
+	if uid == proxyUID {
 		uid--
 	}
 	ctx, cancel := context.WithTimeout(ctx, budget+2*time.Second)
 	defer cancel()
-	args := []string{selftestProbeCmd, "--budget=" + budget.String()}
+	args := []string{ProbeCommand, "--budget=" + budget.String()}
 	if quiet {
 		args = append(args, "--quiet")
 	}
@@ -110,17 +123,17 @@ func Selftest(ctx context.Context, cfg config.Config, budget time.Duration, quie
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return SelftestReport{}, fmt.Errorf("selftest: running the probes as uid %d: %w: %s", uid, err, strings.TrimSpace(stderr.String()))
+		return Report{}, fmt.Errorf("selftest: running the probes as uid %d: %w: %s", uid, err, strings.TrimSpace(stderr.String()))
 	}
-	var rep SelftestReport
+	var rep Report
 	if err := json.Unmarshal(out, &rep); err != nil {
-		return SelftestReport{}, fmt.Errorf("selftest: reading the probes' report: %w", err)
+		return Report{}, fmt.Errorf("selftest: reading the probes' report: %w", err)
 	}
 	return rep, nil
 }
 
-// selftestProbeMain is the child: it runs every probe and prints the report as JSON.
-func selftestProbeMain(args []string, stdout, stderr io.Writer) int {
+// ProbeMain is the child: it runs every probe and prints the report as JSON.
+func ProbeMain(args []string, stdout, stderr io.Writer) int {
 	budget, quiet := 3*time.Second, false
 	for _, a := range args {
 		switch {
@@ -142,7 +155,7 @@ func selftestProbeMain(args []string, stdout, stderr io.Writer) int {
 	} else {
 		probes = append(probes, probeDirectIP)
 	}
-	rep := SelftestReport{Probes: make([]ProbeResult, len(probes))}
+	rep := Report{Probes: make([]ProbeResult, len(probes))}
 	var wg sync.WaitGroup
 	for i, p := range probes {
 		wg.Add(1)
@@ -238,17 +251,8 @@ func probeDirectIPQuiet(budget time.Duration) ProbeResult {
 }
 
 func connectRedirected(name, addr string, budget time.Duration) ProbeResult {
-	r := ProbeResult{Name: name}
-	c, err := net.DialTimeout("tcp", addr, budget)
-	if err != nil {
-		switch {
-		case blockedErr(err):
-			r.Blocked, r.Detail = true, "refused: "+shortErr(err)
-		case noRoute(addr):
-			r.Blocked, r.Detail = true, "no route: "+shortErr(err)
-		default:
-			r.Detail = "connecting to " + addr + ": " + shortErr(err) + " (not redirected to panopticon)"
-		}
+	c, r := dialProbe(name, addr, budget)
+	if c == nil {
 		return r
 	}
 	_ = c.Close()
@@ -256,20 +260,31 @@ func connectRedirected(name, addr string, budget time.Duration) ProbeResult {
 	return r
 }
 
+// dialProbe connects to addr, which exists nowhere. When that fails, the
+// result says whether the failure was ours (refused, or no route at all)
+// and c is nil; a connection means it was redirected to panopticon.
+func dialProbe(name, addr string, budget time.Duration) (c net.Conn, r ProbeResult) {
+	r.Name = name
+	c, err := net.DialTimeout("tcp", addr, budget)
+	if err == nil {
+		return c, r
+	}
+	switch {
+	case blockedErr(err):
+		r.Blocked, r.Detail = true, "refused: "+shortErr(err)
+	case noRoute(addr):
+		r.Blocked, r.Detail = true, "no route: "+shortErr(err)
+	default:
+		r.Detail = "connecting to " + addr + ": " + shortErr(err) + " (not redirected to panopticon)"
+	}
+	return nil, r
+}
+
 // probeDirectIP asks an IP literal for a page and expects panopticon's 403.
 func probeDirectIP(budget time.Duration) ProbeResult {
-	r := ProbeResult{Name: "direct-ip"}
 	addr := net.JoinHostPort(probeIPv4, "80")
-	c, err := net.DialTimeout("tcp", addr, budget)
-	if err != nil {
-		switch {
-		case blockedErr(err):
-			r.Blocked, r.Detail = true, "refused: "+shortErr(err)
-		case noRoute(addr):
-			r.Blocked, r.Detail = true, "no route: "+shortErr(err)
-		default:
-			r.Detail = "connecting to " + addr + ": " + shortErr(err) + " (not redirected to panopticon)"
-		}
+	c, r := dialProbe("direct-ip", addr, budget)
+	if c == nil {
 		return r
 	}
 	defer c.Close()
@@ -294,7 +309,7 @@ func probeDirectIP(budget time.Duration) ProbeResult {
 func probeDNS(budget time.Duration) ProbeResult {
 	r := ProbeResult{Name: "dns"}
 	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(healthName), dns.TypeA)
+	m.SetQuestion(dns.Fqdn(DeniedName), dns.TypeA)
 	c := &dns.Client{Net: "udp", Timeout: budget}
 	resp, _, err := c.Exchange(m, probeDNSAddr)
 	switch {
@@ -310,29 +325,13 @@ func probeDNS(budget time.Duration) ProbeResult {
 	return r
 }
 
-// selftestMain runs `panopticon selftest`.
-func selftestMain(cfg config.Config, stdout, stderr io.Writer) int {
-	rep, err := Selftest(context.Background(), cfg, 3*time.Second, false)
-	if err != nil {
-		fmt.Fprintf(stderr, "panopticon: selftest could not run: %v\n", err)
-		return 1
-	}
-	recordSelftest(cfg, rep)
-	if !rep.OK() {
-		fmt.Fprintf(stderr, "panopticon: SELFTEST FAILED: got out: %s\n%s", strings.Join(rep.Escaped(), "; "), rep)
-		return 1
-	}
-	fmt.Fprintf(stdout, "panopticon: selftest passed: IPv6, UDP, a direct IP and outside DNS are all blocked\n%s", rep)
-	return 0
-}
-
-// SelftestFile is where the last self-test result is kept (in STATE_DIR), for
+// File is where the last self-test result is kept (in STATE_DIR), for
 // the dashboard: panopticon itself cannot run the probes once it has dropped
 // root, so the healthcheck and `panopticon selftest` leave their verdict there.
-const SelftestFile = "selftest.json"
+const File = "selftest.json"
 
-// recordSelftest writes rep to STATE_DIR/selftest.json (best effort).
-func recordSelftest(cfg config.Config, rep SelftestReport) {
+// Record writes rep to stateDir/selftest.json (best effort).
+func Record(stateDir string, rep Report) {
 	data, err := json.Marshal(struct {
 		Time   time.Time     `json:"time"`
 		OK     bool          `json:"ok"`
@@ -344,14 +343,14 @@ func recordSelftest(cfg config.Config, rep SelftestReport) {
 	// STATE_DIR belongs to the proxy's uid and this runs as root: create the
 	// temporary file exclusively under a fresh name (never following a link
 	// planted there), then rename it over the verdict.
-	f, err := os.CreateTemp(cfg.StateDir, SelftestFile+".*")
+	f, err := os.CreateTemp(stateDir, File+".*")
 	if err != nil {
 		return
 	}
 	tmp := f.Name()
 	_, werr := f.Write(data)
 	cerr := f.Close()
-	if werr != nil || cerr != nil || os.Chmod(tmp, 0o644) != nil || os.Rename(tmp, filepath.Join(cfg.StateDir, SelftestFile)) != nil {
+	if werr != nil || cerr != nil || os.Chmod(tmp, 0o644) != nil || os.Rename(tmp, filepath.Join(stateDir, File)) != nil {
 		_ = os.Remove(tmp)
 	}
 }
