@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/panopticon-dev/panopticon/internal/atomicfile"
 	"github.com/panopticon-dev/panopticon/internal/ca"
 	"github.com/panopticon-dev/panopticon/internal/config"
 	pdns "github.com/panopticon-dev/panopticon/internal/dns"
@@ -279,11 +280,7 @@ func markFirewallReady(dir string) error {
 	if err != nil {
 		return fmt.Errorf("reading our network namespace: %w", err)
 	}
-	tmp := filepath.Join(dir, readyFile+".tmp")
-	if err := os.WriteFile(tmp, []byte(ns+"\n"), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(dir, readyFile))
+	return atomicfile.Replace(filepath.Join(dir, readyFile), []byte(ns+"\n"), 0o644)
 }
 
 func portsOf(cfg config.Config) []int {

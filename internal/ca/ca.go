@@ -33,6 +33,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/panopticon-dev/panopticon/internal/atomicfile"
 )
 
 // File names inside the CA and export directories.
@@ -159,55 +161,13 @@ func (c *CA) save(keyPath, certPath string) error {
 		return fmt.Errorf("encoding CA key: %w", err)
 	}
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-	if err := writeNew(keyPath, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Create(keyPath, keyPEM, 0o600); err != nil {
 		return fmt.Errorf("saving CA key: %w", err)
 	}
-	if err := writeNew(certPath, c.CertPEM(), 0o644); err != nil {
+	if err := atomicfile.Create(certPath, c.CertPEM(), 0o644); err != nil {
 		return fmt.Errorf("saving CA certificate: %w", err)
 	}
 	return nil
-}
-
-// writeNew writes data to path, failing if path already exists.
-func writeNew(path string, data []byte, perm fs.FileMode) error {
-	tmp, err := writeTemp(path, data, perm)
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp)
-	if err := os.Link(tmp, path); err != nil {
-		return fmt.Errorf("linking %s into place: %w", path, err)
-	}
-	return nil
-}
-
-// writeTemp writes data with mode perm to a synced temporary file beside
-// path and returns its name.
-func writeTemp(path string, data []byte, perm fs.FileMode) (string, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return "", fmt.Errorf("creating temporary file for %s: %w", path, err)
-	}
-	name := f.Name()
-	fail := func(what string, err error) (string, error) {
-		f.Close()
-		os.Remove(name)
-		return "", fmt.Errorf("%s %s: %w", what, name, err)
-	}
-	if err := f.Chmod(perm); err != nil {
-		return fail("setting mode of", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fail("writing", err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail("syncing", err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(name)
-		return "", fmt.Errorf("closing %s: %w", name, err)
-	}
-	return name, nil
 }
 
 // load reads and validates an existing pair.

@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/panopticon-dev/panopticon/internal/atomicfile"
 )
 
 // systemRootFiles are the usual PEM bundles of Debian/Ubuntu, RHEL/Fedora and Alpine/BSD.
@@ -40,10 +42,10 @@ func (c *CA) export(dir string, rootFiles []string) error {
 	bundle.WriteString("# Panopticon Interception CA: " + c.Cert.Subject.CommonName + "\n")
 	bundle.Write(ours)
 
-	if err := writeReplace(filepath.Join(dir, CertFile), ours); err != nil {
+	if err := atomicfile.Replace(filepath.Join(dir, CertFile), ours, 0o644); err != nil {
 		return fmt.Errorf("exporting CA certificate: %w", err)
 	}
-	if err := writeReplace(filepath.Join(dir, BundleFile), bundle.Bytes()); err != nil {
+	if err := atomicfile.Replace(filepath.Join(dir, BundleFile), bundle.Bytes(), 0o644); err != nil {
 		return fmt.Errorf("exporting CA bundle: %w", err)
 	}
 	return nil
@@ -61,18 +63,4 @@ func readSystemRoots(files []string) ([]byte, error) {
 		return data, nil
 	}
 	return nil, nil
-}
-
-// writeReplace atomically replaces path with data, mode 0644, so a reader
-// never sees a half-written bundle.
-func writeReplace(path string, data []byte) error {
-	tmp, err := writeTemp(path, data, 0o644)
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("renaming %s to %s: %w", tmp, path, err)
-	}
-	return nil
 }

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 
+	"github.com/panopticon-dev/panopticon/internal/atomicfile"
 	"github.com/panopticon-dev/panopticon/internal/policy"
 )
 
@@ -133,45 +133,10 @@ func (r *RuntimeList) commit(next []string) error {
 	if err != nil {
 		return fmt.Errorf("runtime allowlist: %w", err) // cannot happen: every pattern was validated
 	}
-	if err := writeFileAtomic(r.path, buf.Bytes()); err != nil {
+	if err := atomicfile.Replace(r.path, buf.Bytes(), 0o640); err != nil {
 		return fmt.Errorf("saving runtime allowlist: %w", err)
 	}
 	r.patterns = next
 	r.policy.SetRuntime(list)
-	return nil
-}
-
-// writeFileAtomic replaces path with data: a temporary file in the same
-// directory, synced, then renamed over it, so a crash leaves old or new.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // fails harmlessly after the rename
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(0o640); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 	return nil
 }

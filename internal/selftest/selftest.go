@@ -32,6 +32,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/panopticon-dev/panopticon/internal/atomicfile"
 )
 
 // ProbeCommand is the hidden command the self-test re-executes its binary
@@ -340,17 +342,7 @@ func Record(stateDir string, rep Report) {
 	if err != nil {
 		return
 	}
-	// STATE_DIR belongs to the proxy's uid and this runs as root: create the
-	// temporary file exclusively under a fresh name (never following a link
-	// planted there), then rename it over the verdict.
-	f, err := os.CreateTemp(stateDir, File+".*")
-	if err != nil {
-		return
-	}
-	tmp := f.Name()
-	_, werr := f.Write(data)
-	cerr := f.Close()
-	if werr != nil || cerr != nil || os.Chmod(tmp, 0o644) != nil || os.Rename(tmp, filepath.Join(stateDir, File)) != nil {
-		_ = os.Remove(tmp)
-	}
+	// STATE_DIR belongs to the proxy's uid and this runs as root:
+	// atomicfile never follows a link planted there.
+	_ = atomicfile.Replace(filepath.Join(stateDir, File), data, 0o644)
 }
