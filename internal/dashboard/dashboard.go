@@ -27,6 +27,7 @@
 package dashboard
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"net"
@@ -79,9 +80,8 @@ func New(opts Options) *Server {
 	if opts.Token == "" {
 		panic("dashboard: no token")
 	}
-	if opts.BufferSize <= 0 {
-		opts.BufferSize = DefaultBufferSize
-	}
+	// Unset (zero, or negative where max(…, 0) is used) means the default.
+	opts.BufferSize = cmp.Or(max(opts.BufferSize, 0), DefaultBufferSize)
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}

@@ -26,6 +26,7 @@ package egress
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -116,24 +117,15 @@ func New(cfg Config) *Proxy {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.MaxConns == 0 {
-		cfg.MaxConns = 10000
-	}
-	if cfg.HandshakeTimeout == 0 {
-		cfg.HandshakeTimeout = 10 * time.Second
-	}
-	if cfg.IdleTimeout == 0 {
-		cfg.IdleTimeout = 90 * time.Second
-	}
-	if cfg.MaxHeaderBytes == 0 {
-		cfg.MaxHeaderBytes = 64 << 10
-	}
+	// Unset (zero, or negative where max(…, 0) is used) means the default.
+	cfg.MaxConns = cmp.Or(cfg.MaxConns, 10000)
+	cfg.HandshakeTimeout = cmp.Or(cfg.HandshakeTimeout, 10*time.Second)
+	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, 90*time.Second)
+	cfg.MaxHeaderBytes = cmp.Or(cfg.MaxHeaderBytes, 64<<10)
 	if cfg.LeakGuard == "" {
 		cfg.LeakGuard = LeakGuardLog
 	}
-	if cfg.ReadHeaderTimeout == 0 {
-		cfg.ReadHeaderTimeout = 10 * time.Second
-	}
+	cfg.ReadHeaderTimeout = cmp.Or(cfg.ReadHeaderTimeout, 10*time.Second)
 	p := &Proxy{cfg: cfg, own: map[uint16]bool{}, pinned: map[string]*http.Transport{}}
 	if cfg.Secrets.Len() > 0 {
 		p.redactAll = cfg.Secrets.Redactor(cfg.Secrets.Names())

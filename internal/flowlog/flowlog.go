@@ -20,6 +20,7 @@ package flowlog
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -171,12 +172,9 @@ func New(opts Options, stdout io.Writer) (*Log, error) {
 	if err := checkAppendable(path); err != nil {
 		return nil, err
 	}
-	if opts.MaxSizeMB <= 0 {
-		opts.MaxSizeMB = DefaultMaxSizeMB
-	}
-	if opts.MaxBackups <= 0 {
-		opts.MaxBackups = DefaultMaxBackups
-	}
+	// Unset (zero, or negative where max(…, 0) is used) means the default.
+	opts.MaxSizeMB = cmp.Or(max(opts.MaxSizeMB, 0), DefaultMaxSizeMB)
+	opts.MaxBackups = cmp.Or(max(opts.MaxBackups, 0), DefaultMaxBackups)
 	return newLog(path, &lumberjack.Logger{
 		Filename:   path,
 		MaxSize:    opts.MaxSizeMB,

@@ -23,6 +23,7 @@ package notify
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -100,24 +101,13 @@ type dedupKey struct{ host, reason string }
 
 // New returns a Notifier; call Run to start delivering.
 func New(opts Options) *Notifier {
-	if opts.QueueSize <= 0 {
-		opts.QueueSize = DefaultQueueSize
-	}
-	if opts.Workers <= 0 {
-		opts.Workers = DefaultWorkers
-	}
-	if opts.MaxAttempts <= 0 {
-		opts.MaxAttempts = DefaultMaxAttempts
-	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = DefaultTimeout
-	}
-	if opts.Backoff <= 0 {
-		opts.Backoff = DefaultBackoff
-	}
-	if opts.MaxBackoff <= 0 {
-		opts.MaxBackoff = DefaultMaxBackoff
-	}
+	// Unset (zero, or negative where max(…, 0) is used) means the default.
+	opts.QueueSize = cmp.Or(max(opts.QueueSize, 0), DefaultQueueSize)
+	opts.Workers = cmp.Or(max(opts.Workers, 0), DefaultWorkers)
+	opts.MaxAttempts = cmp.Or(max(opts.MaxAttempts, 0), DefaultMaxAttempts)
+	opts.Timeout = cmp.Or(max(opts.Timeout, 0), DefaultTimeout)
+	opts.Backoff = cmp.Or(max(opts.Backoff, 0), DefaultBackoff)
+	opts.MaxBackoff = cmp.Or(max(opts.MaxBackoff, 0), DefaultMaxBackoff)
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
