@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
+	"github.com/panopticon-dev/panopticon/internal/policy"
 	"github.com/panopticon-dev/panopticon/internal/secrets"
 )
 
@@ -14,7 +15,8 @@ import (
 // the handler, goproxy's hooks (through the request's context) and the
 // recorder all read and write this value.
 type flow struct {
-	Host  string // the verified destination name (the SNI for TLS)
+	Host  string      // the verified destination name (the SNI for TLS), as logged
+	Name  policy.Host // Host, parsed once at the door
 	Port  int
 	TLS   bool
 	Event *flowlog.Event
@@ -60,7 +62,7 @@ func (p *Proxy) newFlow(meta *connMeta, r *http.Request) *flow {
 
 // decided records the verdict.
 func (f *flow) decided(v verdict) {
-	f.verdict, f.Host, f.Event.Host = v, v.Host, v.Host
+	f.verdict, f.Host, f.Name, f.Event.Host = v, v.Host, v.Name, v.Host
 	if d := v.Decision; d.Allow {
 		f.Event.Reason, f.Event.Rule, f.Event.RuleSource = d.Rule(), d.Rule(), d.RuleSource()
 	}

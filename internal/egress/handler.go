@@ -33,7 +33,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f := p.newFlow(meta, r)
 	defer p.emitFlow(f, w)
 
-	v := decide(factsOf(meta, r), p.cfg.Audit, func(host string) policy.Decision { return p.decideHeld(meta, host) })
+	v := decide(factsOf(meta, r), p.cfg.Audit, func(host policy.Host) policy.Decision { return p.decideHeld(meta, host) })
 	f.decided(v)
 	if v.Block != nil {
 		p.refuse(w, f.Event, v.Block)

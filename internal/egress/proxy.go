@@ -53,7 +53,7 @@ import (
 
 // Decider answers whether host:port may be reached (*policy.Policy).
 type Decider interface {
-	Decide(host string, port int) policy.Decision
+	DecideHost(host policy.Host, port int) policy.Decision
 }
 
 // CertSource mints certificates for intercepted names (*ca.Minter).
@@ -197,20 +197,33 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 
 // connMeta is what we learnt about a client connection before HTTP.
 type connMeta struct {
-	client string
-	dst    netip.AddrPort
-	sni    string
-	tls    bool
-	raw    net.Conn  // the client's socket, closed on revocation
-	start  time.Time // accepted
-	state  *connState
-	wire   *cork // gathers the writes of one HTTP/1 body piece
+	client  string
+	dst     netip.AddrPort
+	sni     string      // the ClientHello's server name: normalised when it parsed
+	sniHost policy.Host // the SNI as a Host (zero when there is none, or sniErr)
+	sniErr  error       // why the SNI is not a host name
+	tls     bool
+	raw     net.Conn  // the client's socket, closed on revocation
+	start   time.Time // accepted
+	state   *connState
+	wire    *cork // gathers the writes of one HTTP/1 body piece
+}
+
+// setSNI records a TLS connection's server name, parsed once per connection
+// rather than per request.
+func (m *connMeta) setSNI(sni string) {
+	m.tls, m.sni = true, sni
+	if sni != "" {
+		if m.sniHost, m.sniErr = policy.ParseHost(sni); m.sniErr == nil {
+			m.sni = m.sniHost.String()
+		}
+	}
 }
 
 // connState is what revocation needs to know about a live connection.
 type connState struct {
 	mu      sync.Mutex
-	host    string // the destination a request on it was allowed to
+	host    policy.Host // the destination a request on it was allowed to
 	revoked bool
 }
 
@@ -304,11 +317,7 @@ func (p *Proxy) handleConn(inner *connListener, c net.Conn) {
 			fail(refusal.NotTLSOrHTTP, fmt.Sprintf("unreadable TLS ClientHello: %v", err))
 			return
 		}
-		meta.tls = true
-		meta.sni = hello.ServerName
-		if meta.sni != "" {
-			meta.sni = normalized(meta.sni) // once per connection, not per request
-		}
+		meta.setSNI(hello.ServerName)
 		wrapped.r = io.MultiReader(bytesReader(seen), br)
 		_ = c.SetDeadline(time.Time{}) // http.Server sets its own handshake and header deadlines
 		inner.push(tls.Server(wrapped, p.tlsConf))

@@ -57,7 +57,7 @@ func (l *liveConns) snapshot() []*connMeta {
 
 // allowed records that a request on this connection was let through to
 // host: from now on the connection is held to that host's place on the list.
-func (m *connMeta) allowed(host string) {
+func (m *connMeta) allowed(host policy.Host) {
 	if m.state == nil {
 		return
 	}
@@ -70,20 +70,20 @@ func (m *connMeta) allowed(host string) {
 // allowed, holds the connection to host from then on. A reload that lands
 // between the decision and the hold (so that a revalidation pass may have
 // seen nothing to hold) is caught by deciding again.
-func (p *Proxy) decideHeld(m *connMeta, host string) policy.Decision {
+func (p *Proxy) decideHeld(m *connMeta, host policy.Host) policy.Decision {
 	port := int(m.dst.Port())
 	g, _ := p.cfg.Policy.(Generational)
 	var gen uint64
 	if g != nil {
 		gen = g.Generation()
 	}
-	d := p.cfg.Policy.Decide(host, port)
+	d := p.cfg.Policy.DecideHost(host, port)
 	if !d.Allow {
 		return d
 	}
 	m.allowed(host)
 	if g != nil && g.Generation() != gen {
-		d = p.cfg.Policy.Decide(host, port)
+		d = p.cfg.Policy.DecideHost(host, port)
 	}
 	return d
 }
@@ -123,10 +123,10 @@ func (p *Proxy) Revalidate() int {
 		st.mu.Lock()
 		host, done := st.host, st.revoked
 		st.mu.Unlock()
-		if host == "" || done {
+		if host.IsZero() || done {
 			continue // nothing let through yet: its first request is decided as usual
 		}
-		d := p.cfg.Policy.Decide(host, int(m.dst.Port()))
+		d := p.cfg.Policy.DecideHost(host, int(m.dst.Port()))
 		if d.Allow || (d.Reason != refusal.NotAllowlisted && d.Reason != refusal.PortNotAllowed) {
 			continue
 		}
@@ -139,7 +139,7 @@ func (p *Proxy) Revalidate() int {
 		n++
 		p.emit(flowlog.Event{
 			Kind: flowlog.KindEgress, Decision: flowlog.Block, Reason: refusal.Revoked,
-			Client: m.client, Host: host, Port: int(m.dst.Port()),
+			Client: m.client, Host: host.String(), Port: int(m.dst.Port()),
 			DurationMS: time.Since(m.start).Milliseconds(),
 			Detail:     map[string]string{"dst": m.dst.String(), "policy": d.Reason},
 		})

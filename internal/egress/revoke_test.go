@@ -37,7 +37,7 @@ func openConn(p *Proxy, host string, port uint16) (*connMeta, net.Conn) {
 	near, far := net.Pipe()
 	m := &connMeta{client: "192.0.2.1:5000", dst: netip.AddrPortFrom(netip.MustParseAddr("203.0.113.1"), port),
 		raw: near, start: time.Now(), state: &connState{}}
-	m.allowed(host)
+	m.allowed(mustHost(host))
 	p.live.add(m)
 	return m, far
 }
@@ -165,8 +165,8 @@ type reloadDuring struct {
 	once  sync.Once
 }
 
-func (r *reloadDuring) Decide(host string, port int) policy.Decision {
-	d := r.Policy.Decide(host, port)
+func (r *reloadDuring) DecideHost(host policy.Host, port int) policy.Decision {
+	d := r.Policy.DecideHost(host, port)
 	r.once.Do(func() {
 		r.Swap(r.next)
 		r.proxy.Revalidate()
@@ -183,7 +183,15 @@ func TestAReloadBetweenDecisionAndHoldIsNotMissed(t *testing.T) {
 	m := &connMeta{client: "192.0.2.1:5000", dst: netip.AddrPortFrom(netip.MustParseAddr("203.0.113.1"), 443),
 		raw: near, start: time.Now(), state: &connState{}}
 	p.live.add(m)
-	if d := p.decideHeld(m, "a.test"); d.Allow {
+	if d := p.decideHeld(m, mustHost("a.test")); d.Allow {
 		t.Fatal("a request was allowed to a host the list had dropped by the time the connection was held; the revalidation pass had seen nothing to cut")
 	}
+}
+
+func mustHost(s string) policy.Host {
+	h, err := policy.ParseHost(s)
+	if err != nil {
+		panic(err)
+	}
+	return h
 }

@@ -48,7 +48,7 @@ func (p *Proxy) applySecrets(r *http.Request, f *flow) *Block {
 		return nil
 	}
 	st := &secretState{authorised: t.AuthorisedFor(f.Host)}
-	up := secrets.Upstream{Host: f.Host, VerifiedTLS: f.TLS}
+	up := secrets.Upstream{Host: f.Name, VerifiedTLS: f.TLS}
 	pinned := pinnedOf(t, st.authorised)
 	if f.TLS && len(pinned) > 0 {
 		// A pinned secret may only ride on a connection whose verified chain

@@ -50,7 +50,8 @@ func proxyTo(t *testing.T, srv *httptest.Server) *Proxy {
 func do(p *Proxy, method, target string, body io.Reader) *http.Response {
 	r := httptest.NewRequest(method, target, body)
 	r.Host = "allowed.test"
-	meta := &connMeta{client: "198.51.100.2:1234", dst: netip.MustParseAddrPort("203.0.113.10:443"), sni: "allowed.test", tls: true}
+	meta := &connMeta{client: "198.51.100.2:1234", dst: netip.MustParseAddrPort("203.0.113.10:443")}
+	meta.setSNI("allowed.test")
 	r = r.WithContext(context.WithValue(r.Context(), metaKey{}, meta))
 	w := httptest.NewRecorder()
 	p.ServeHTTP(w, r)
@@ -114,7 +115,8 @@ func TestAPlaceholderIsSwappedOnlyForItsHost(t *testing.T) {
 			r := httptest.NewRequest("GET", "https://"+tc.host+"/", nil)
 			r.Host = tc.host
 			r.Header.Set("Authorization", "Bearer PLACEHOLDER_SECRET_VALUE_X")
-			meta := &connMeta{client: "c", dst: netip.MustParseAddrPort("203.0.113.10:443"), sni: tc.host, tls: true}
+			meta := &connMeta{client: "c", dst: netip.MustParseAddrPort("203.0.113.10:443")}
+			meta.setSNI(tc.host)
 			if !tc.tls {
 				meta = &connMeta{client: "c", dst: netip.MustParseAddrPort("203.0.113.10:80")}
 			}

@@ -15,20 +15,23 @@ import (
 // connection established (port, TLS, the SNI read from the ClientHello) and
 // what the request claims (method, Host).
 type requestFacts struct {
-	TLS    bool
-	SNI    string // normalised once per connection; "" when the ClientHello had none
-	Port   int    // the port the app connected to
-	Host   string // the Host header (HTTP/2: :authority) as sent
-	Method string
+	TLS     bool
+	SNI     string      // the ClientHello's server name; "" when it had none
+	SNIHost policy.Host // the SNI parsed once per connection (zero when it did not parse)
+	SNIErr  error       // why the SNI is not a host name
+	Port    int         // the port the app connected to
+	Host    string      // the Host header (HTTP/2: :authority) as sent
+	Method  string
 }
 
 func factsOf(m *connMeta, r *http.Request) requestFacts {
-	return requestFacts{TLS: m.tls, SNI: m.sni, Port: int(m.dst.Port()), Host: r.Host, Method: r.Method}
+	return requestFacts{TLS: m.tls, SNI: m.sni, SNIHost: m.sniHost, SNIErr: m.sniErr, Port: int(m.dst.Port()), Host: r.Host, Method: r.Method}
 }
 
 // verdict is the egress door's answer to one request's destination.
 type verdict struct {
-	Host string // the name the request goes to (or would have), normalised
+	Host string      // the name the request goes to (or would have), for the log and the agent
+	Name policy.Host // Host, parsed: set whenever the policy was asked
 	// Block refuses the request; nil lets it through.
 	Block *Block
 	// Decision is the policy's answer, when it was asked (it carries the
@@ -50,8 +53,8 @@ type verdict struct {
 // tunnel out of sight of every request check. In audit mode, what the
 // allowlist refuses (not-allowlisted, port-not-allowed) is let through and
 // marked; every other guard holds.
-func decide(f requestFacts, audit bool, ask func(host string) policy.Decision) verdict {
-	host, blk := destination(f)
+func decide(f requestFacts, audit bool, ask func(host policy.Host) policy.Decision) verdict {
+	name, host, blk := destination(f)
 	if f.Method == http.MethodConnect { // whatever its target says
 		blk = &Block{Reason: refusal.Connect,
 			Message: "CONNECT is not supported: connect to the destination directly; panopticon intercepts it"}
@@ -59,8 +62,8 @@ func decide(f requestFacts, audit bool, ask func(host string) policy.Decision) v
 	if blk != nil {
 		return verdict{Host: host, Block: blk}
 	}
-	d := ask(host)
-	v := verdict{Host: host, Decision: d}
+	d := ask(name)
+	v := verdict{Host: host, Name: name, Decision: d}
 	switch {
 	case d.Allow:
 	case audit && (d.Reason == refusal.NotAllowlisted || d.Reason == refusal.PortNotAllowed):
@@ -71,41 +74,47 @@ func decide(f requestFacts, audit bool, ask func(host string) policy.Decision) v
 	return v
 }
 
-// destination returns the name a request may go to, normalised (it is what
-// we connect to and bind secrets to, never another spelling), or why it may
-// not go anywhere.
-func destination(f requestFacts) (string, *Block) {
+// destination returns the name a request may go to, parsed once (it is
+// what we connect to and bind secrets to, never another spelling) and as
+// shown, or why it may not go anywhere.
+func destination(f requestFacts) (policy.Host, string, *Block) {
 	hostHdr, portHdr := splitHostPort(f.Host)
 	if portHdr != "" && portHdr != strconv.Itoa(f.Port) {
-		return hostHdr, &Block{Reason: refusal.HostMismatch, Message: fmt.Sprintf("Host port %s differs from the connection's port %d", portHdr, f.Port)}
+		return policy.Host{}, hostHdr, &Block{Reason: refusal.HostMismatch, Message: fmt.Sprintf("Host port %s differs from the connection's port %d", portHdr, f.Port)}
 	}
-	if f.TLS {
-		if f.SNI == "" {
-			reason := refusal.NoSNI
-			if hostHdr == "" || policy.IsIPLiteral(hostHdr) {
-				reason = refusal.IPLiteral
-			}
-			return hostHdr, &Block{Reason: reason, Message: "TLS without a server name (SNI); use a host name, not an IP address"}
+	if !f.TLS {
+		if hostHdr == "" {
+			return policy.Host{}, "", &Block{Reason: refusal.NoHost, Message: "HTTP request without a Host header"}
 		}
-		if hostHdr != "" && normalized(hostHdr) != f.SNI {
-			return f.SNI, &Block{Reason: refusal.HostMismatch, Message: fmt.Sprintf("Host %q differs from the TLS server name %q", hostHdr, f.SNI)}
+		name, err := policy.ParseHost(hostHdr)
+		if err != nil {
+			return name, strings.ToLower(strings.TrimSuffix(hostHdr, ".")), hostBlock(hostHdr, f.Port, err)
 		}
-		return f.SNI, nil
+		return name, name.String(), nil
 	}
-	if hostHdr == "" {
-		return "", &Block{Reason: refusal.NoHost, Message: "HTTP request without a Host header"}
+	if f.SNI == "" {
+		reason := refusal.NoSNI
+		if hostHdr == "" || policy.IsIPLiteral(hostHdr) {
+			reason = refusal.IPLiteral
+		}
+		return policy.Host{}, hostHdr, &Block{Reason: reason, Message: "TLS without a server name (SNI); use a host name, not an IP address"}
 	}
-	return normalized(hostHdr), nil
+	if hostHdr != "" {
+		h, err := policy.ParseHost(hostHdr)
+		if same := err == nil && h == f.SNIHost || err != nil && f.SNIErr != nil && strings.EqualFold(strings.TrimSuffix(hostHdr, "."), f.SNI); !same {
+			return policy.Host{}, f.SNI, &Block{Reason: refusal.HostMismatch, Message: fmt.Sprintf("Host %q differs from the TLS server name %q", hostHdr, f.SNI)}
+		}
+	}
+	if f.SNIErr != nil {
+		return policy.Host{}, strings.ToLower(strings.TrimSuffix(f.SNI, ".")), hostBlock(f.SNI, f.Port, f.SNIErr)
+	}
+	return f.SNIHost, f.SNI, nil
 }
 
-// normalized is policy.NormalizeHost, or for what it refuses (IP literals,
-// malformed names — the policy decides about those) the lower-cased name
-// without a trailing dot.
-func normalized(host string) string {
-	if n, err := policy.NormalizeHost(host); err == nil {
-		return n
-	}
-	return strings.ToLower(strings.TrimSuffix(host, "."))
+// hostBlock refuses a name that is not a host name, as the policy would.
+func hostBlock(name string, port int, err error) *Block {
+	reason := policy.HostRefusal(err)
+	return &Block{Reason: reason, Message: policyMessage(strings.ToLower(strings.TrimSuffix(name, ".")), port, reason)}
 }
 
 func splitHostPort(hp string) (string, string) {

@@ -15,9 +15,7 @@ func TestDecide(t *testing.T) {
 		t.Fatal(err)
 	}
 	pol := policy.New(list, policy.NewGuard(nil))
-	tls := func(sni, host string) requestFacts {
-		return requestFacts{TLS: true, SNI: sni, Port: 443, Host: host, Method: "GET"}
-	}
+	tls := func(sni, host string) requestFacts { return tlsFacts(sni, host, 443, "GET") }
 	plain := func(host string) requestFacts { return requestFacts{Port: 80, Host: host, Method: "GET"} }
 	with := func(f requestFacts, change func(*requestFacts)) requestFacts { change(&f); return f }
 
@@ -62,9 +60,9 @@ func TestDecide(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			asked := 0
-			v := decide(tc.facts, tc.audit, func(host string) policy.Decision {
+			v := decide(tc.facts, tc.audit, func(host policy.Host) policy.Decision {
 				asked++
-				return pol.Decide(host, tc.facts.Port)
+				return pol.DecideHost(host, tc.facts.Port)
 			})
 			got := ""
 			if v.Block != nil {
@@ -84,4 +82,11 @@ func TestDecide(t *testing.T) {
 			}
 		})
 	}
+}
+
+// tlsFacts are the facts of a TLS request whose ClientHello named sni.
+func tlsFacts(sni, host string, port int, method string) requestFacts {
+	var m connMeta
+	m.setSNI(sni)
+	return requestFacts{TLS: true, SNI: m.sni, SNIHost: m.sniHost, SNIErr: m.sniErr, Port: port, Host: host, Method: method}
 }

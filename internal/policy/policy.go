@@ -4,8 +4,11 @@
 // answer for one name. It is pure: it parses the allowlist, normalises host
 // names, matches them and guards against private upstream addresses, but it
 // never opens a socket. A Decision carries the Entry that allowed (with its
-// file and line) or a refusal token (internal/refusal). The inbound door does
-// not use it: it guards the app, not the way out.
+// file and line) or a refusal token (internal/refusal). Host is the one
+// normalised spelling of a name: a door parses what the client sent once
+// (ParseHost) and passes the Host on (DecideHost, the secret rules). The
+// inbound door uses the allowlist grammar for INBOUND_HOSTNAMES, so "*.x"
+// means one thing everywhere.
 //
 //	list, err := policy.ParseFile("/etc/panopticon/allowlist.txt")
 //	p := policy.New(list, policy.NewGuard(nil))
@@ -17,18 +20,15 @@
 //
 // Matching costs O(labels of the host) whatever the size of the list, so lists
 // of 100,000 entries are fine. Host names are normalised by one function,
-// NormalizeHost, at load time and at run time alike.
+// NormalizeHost (behind ParseHost), at load time and at run time alike.
 //
 // Non-goals: resolving names, reading certificates, logging, public-suffix
 // knowledge beyond refusing wildcards over a single label ("*.com").
 package policy
 
 import (
-	"errors"
 	"strconv"
 	"sync/atomic"
-
-	"github.com/panopticon-dev/panopticon/internal/refusal"
 )
 
 // Decision is the answer to "may this host:port be reached".
@@ -111,28 +111,9 @@ func (p *Policy) Guard() Guard { return p.guard }
 // (SNI or Host header, any case, maybe a trailing dot or an IP literal); port 0
 // means "any port" (used by DNS). Never panics on hostile input.
 func (p *Policy) Decide(host string, port int) Decision {
-	if IsIPLiteral(host) {
-		return Decision{Reason: refusal.IPLiteral}
+	h, err := ParseHost(host)
+	if err != nil {
+		return Decision{Reason: HostRefusal(err)}
 	}
-	name, err := normalizeHost(host)
-	switch {
-	case errors.Is(err, errIPLiteral): // e.g. full-width digits mapped to ASCII
-		return Decision{Reason: refusal.IPLiteral}
-	case err != nil:
-		return Decision{Reason: refusal.BadHost}
-	}
-	lists := [2]*Allowlist{p.Current(), p.Runtime()}
-	for _, list := range lists {
-		if e, ok := list.Match(name, port); ok {
-			return Decision{Allow: true, Entry: e}
-		}
-	}
-	if port != 0 {
-		for _, list := range lists {
-			if _, ok := list.Match(name, 0); ok {
-				return Decision{Reason: refusal.PortNotAllowed}
-			}
-		}
-	}
-	return Decision{Reason: refusal.NotAllowlisted}
+	return p.DecideHost(h, port)
 }

@@ -12,7 +12,7 @@
 // "PLACEHOLDER_SECRET_VALUE_OPENAI". Usage from a door:
 //
 //	tab, warnings, err := secrets.FromEnv(env)  // at start-up; log warnings, exit on err
-//	rw := tab.RewriterFor(secrets.Upstream{Host: sni, VerifiedTLS: true}) // per request
+//	rw := tab.RewriterFor(secrets.Upstream{Host: name, VerifiedTLS: true}) // per request; name is a policy.Host
 //	if err := rw.Request(req); err != nil {     // URL, headers (incl. Basic), body
 //		var v *secrets.Violation                // → 403, reason v.Error()
 //	}

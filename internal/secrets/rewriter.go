@@ -25,9 +25,9 @@ const MaxBufferedBody = 1 << 20
 
 // Upstream is where a request goes, as the proxy verified it.
 type Upstream struct {
-	Host        string   // verified destination name (SNI), any case
-	VerifiedTLS bool     // the upstream certificate was verified; false for plain HTTP
-	PeerKeys    [][]byte // SPKIHashes of the verified chain; needed by pinned secrets
+	Host        policy.Host // verified destination name (the SNI), parsed once by the door
+	VerifiedTLS bool        // the upstream certificate was verified; false for plain HTTP
+	PeerKeys    [][]byte    // SPKIHashes of the verified chain; needed by pinned secrets
 }
 
 // Rewriter swaps placeholders for real values on the way to one upstream. It
@@ -43,18 +43,16 @@ type Rewriter struct {
 // Rewriter returns a Rewriter for host (the verified destination name) without
 // peer keys: pinned secrets are withheld. Use RewriterFor to pass them.
 func (t *Table) Rewriter(host string, verifiedTLS bool) *Rewriter {
-	return t.RewriterFor(Upstream{Host: host, VerifiedTLS: verifiedTLS})
+	h, _ := policy.ParseHost(host) // not a host name: the zero Host, authorised for nothing
+	return t.RewriterFor(Upstream{Host: h, VerifiedTLS: verifiedTLS})
 }
 
 // RewriterFor returns a Rewriter for u.
 func (t *Table) RewriterFor(u Upstream) *Rewriter {
-	r := &Rewriter{t: t, host: u.Host}
+	host := u.Host.String()
+	r := &Rewriter{t: t, host: host}
 	if t.Len() == 0 {
 		return r
-	}
-	host, err := policy.NormalizeHost(u.Host)
-	if err == nil {
-		r.host = host
 	}
 	r.deny = make([]error, len(t.secrets))
 	r.used = make([]atomic.Bool, len(t.secrets))
@@ -62,7 +60,7 @@ func (t *Table) RewriterFor(u Upstream) *Rewriter {
 		switch {
 		case !u.VerifiedTLS:
 			r.deny[i] = ErrPlainHTTP
-		case err != nil || !s.Authorised(host):
+		case u.Host.IsZero() || !s.Authorised(host):
 			r.deny[i] = ErrUnauthorized
 		case !s.PinOK(u.PeerKeys):
 			r.deny[i] = ErrPinMismatch

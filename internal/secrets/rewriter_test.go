@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"testing/iotest"
+
+	"github.com/panopticon-dev/panopticon/internal/policy"
 )
 
 func TestRewriterString(t *testing.T) {
@@ -101,7 +103,7 @@ func TestPinnedSecretIsReleasedOnlyToAPinnedKey(t *testing.T) {
 		{"a chain with another key is refused", [][]byte{other}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rw := tab.RewriterFor(Upstream{Host: "pinned.test", VerifiedTLS: true, PeerKeys: tc.keys})
+			rw := tab.RewriterFor(Upstream{Host: mustHost(t, "pinned.test"), VerifiedTLS: true, PeerKeys: tc.keys})
 			got, err := rw.String(pinnedPH)
 			if tc.ok && (err != nil || got != pinnedValue) {
 				t.Fatalf("got %q, %v", got, err)
@@ -390,4 +392,13 @@ func TestNilAndEmptyTables(t *testing.T) {
 	if d := tab.Redactor([]string{openaiPH}); d.Active() || d.String("x") != "x" {
 		t.Error("nil table redactor is active")
 	}
+}
+
+func mustHost(t *testing.T, s string) policy.Host {
+	t.Helper()
+	h, err := policy.ParseHost(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
