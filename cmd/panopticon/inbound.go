@@ -32,7 +32,9 @@ func bindInbound(d *deps) (service, error) {
 		}
 		certMode = cfg.InboundTLSCert
 	} else {
-		certs = inbound.NewMintedCerts(d.minter, cfg.InboundHostnames)
+		if certs, err = inbound.NewMintedCerts(d.minter, cfg.InboundHostnames); err != nil {
+			return service{}, err
+		}
 	}
 	for _, f := range []struct{ name, path string }{
 		{"INBOUND_FILTER_FILE", filter.Path()},

@@ -8,11 +8,11 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/panopticon-dev/panopticon/internal/filewatch"
+	"github.com/panopticon-dev/panopticon/internal/policy"
 )
 
 // Minter mints a leaf for a host name or an IP address (ca.Minter).
@@ -31,7 +31,7 @@ type Certs struct {
 
 	// Minted mode.
 	minter    Minter
-	hostnames []string // lower case, without trailing dots; "*.example.com" allowed
+	hostnames *policy.Allowlist // the names minted for, as allowlist patterns
 }
 
 // NewFileCerts loads certFile and keyFile (PEM); Watch reloads them when
@@ -69,19 +69,17 @@ func (c *Certs) Watch(ctx context.Context, interval time.Duration) {
 		})
 }
 
-// NewMintedCerts mints from m for hostnames (an SNI in the list, "*.x"
-// covering every name under x) and, for any other SNI or none, for the
-// local address of the connection.
-func NewMintedCerts(m Minter, hostnames []string) *Certs {
-	c := &Certs{minter: m}
-	for _, h := range hostnames {
-		c.hostnames = append(c.hostnames, normalizeHost(h))
+// NewMintedCerts mints from m for an SNI that hostnames (INBOUND_HOSTNAMES)
+// name, and for the local address of the connection for any other SNI or
+// none. The names are allowlist patterns with the allowlist's meaning:
+// "*.example.com" covers every name under example.com and example.com
+// itself (each leaf is minted for the exact name asked, never a wildcard).
+func NewMintedCerts(m Minter, hostnames []string) (*Certs, error) {
+	list, err := policy.Parse([]byte(strings.Join(hostnames, "\n")), "INBOUND_HOSTNAMES")
+	if err != nil {
+		return nil, err
 	}
-	return c
-}
-
-func normalizeHost(h string) string {
-	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(h)), ".")
+	return &Certs{minter: m, hostnames: list}, nil
 }
 
 // GetCertificate is a tls.Config.GetCertificate.
@@ -89,8 +87,10 @@ func (c *Certs) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, er
 	if c.minter == nil {
 		return c.file.Value(), nil
 	}
-	if name := normalizeHost(hello.ServerName); name != "" && c.known(name) {
-		return c.minter.Certificate(name)
+	if name, err := policy.ParseHost(hello.ServerName); err == nil {
+		if _, ok := c.hostnames.Match(name.String(), 0); ok {
+			return c.minter.Certificate(name.String())
+		}
 	}
 	if hello.Conn == nil {
 		return nil, errors.New("choosing an inbound certificate: no server name and no connection")
@@ -101,17 +101,4 @@ func (c *Certs) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, er
 		return c.minter.Certificate(host)
 	}
 	return c.minter.Certificate(ap.Addr().Unmap().WithZone("").String())
-}
-
-func (c *Certs) known(name string) bool {
-	if slices.Contains(c.hostnames, name) {
-		return true
-	}
-	for _, h := range c.hostnames {
-		if suffix, ok := strings.CutPrefix(h, "*"); ok && strings.HasSuffix(name, suffix) &&
-			!strings.Contains(strings.TrimSuffix(name, suffix), ".") {
-			return true
-		}
-	}
-	return false
 }

@@ -52,7 +52,13 @@ func handshake(t *testing.T, certs *Certs, serverName string) (*x509.Certificate
 
 func TestMintedCertificates(t *testing.T) {
 	tca := newTestCA(t)
-	certs := NewMintedCerts(tca.minter, []string{"Localhost.", "agent.example", "*.bots.example"})
+	certs, err := NewMintedCerts(tca.minter, []string{"Localhost.", "agent.example", "*.bots.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewMintedCerts(tca.minter, []string{"*"}); err == nil || !strings.Contains(err.Error(), "INBOUND_HOSTNAMES") {
+		t.Errorf("a pattern the allowlist refuses: err = %v, want it named", err)
+	}
 	tests := []struct {
 		sni     string
 		wantDNS string
@@ -61,7 +67,8 @@ func TestMintedCertificates(t *testing.T) {
 		{"localhost", "localhost", ""},
 		{"agent.example", "agent.example", ""},
 		{"a.bots.example", "a.bots.example", ""},
-		{"a.b.bots.example", "", "127.0.0.1"}, // a wildcard covers one label
+		{"a.b.bots.example", "a.b.bots.example", ""}, // "*.x" means what it means in the allowlist
+		{"bots.example", "bots.example", ""},
 		{"unknown.example", "", "127.0.0.1"},
 		{"", "", "127.0.0.1"},
 	}

@@ -97,7 +97,11 @@ func newRig(t *testing.T, app string, cfg Config) *rig {
 	t.Helper()
 	r := &rig{t: t, ca: newTestCA(t), events: newSink()}
 	if cfg.Certs == nil {
-		cfg.Certs = NewMintedCerts(r.ca.minter, []string{"localhost"})
+		certs, err := NewMintedCerts(r.ca.minter, []string{"localhost"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Certs = certs
 	}
 	cfg.Log = r.events
 	if cfg.Logger == nil {

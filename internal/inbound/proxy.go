@@ -4,7 +4,7 @@
 //
 //	filter, err := inbound.NewFilter(cfg.InboundFilterFile) // "" = starter rules
 //	p := inbound.New(inbound.Config{
-//		Certs:       inbound.NewMintedCerts(minter, cfg.InboundHostnames),
+//		Certs:       certs, // inbound.NewMintedCerts(minter, cfg.InboundHostnames)
 //		Filter:      filter,
 //		FilterBytes: cfg.InboundFilterBytes,
 //		Allow:       cfg.InboundAllowCIDRs,
