@@ -8,7 +8,7 @@ import (
 	"github.com/coreos/go-iptables/iptables"
 )
 
-// Runner is the subset of *iptables.IPTables that Apply, Check and Remove use.
+// Runner is the subset of *iptables.IPTables that Apply and Check use (and the tests, to remove a plan again).
 type Runner interface {
 	ChainExists(table, chain string) (bool, error)
 	NewChain(table, chain string) error
@@ -182,43 +182,3 @@ func jumpTarget(j Rule) string {
 	}
 	return ""
 }
-
-// Remove deletes p's jumps (every copy) and then our chains. Missing jumps
-// and chains are not errors.
-func Remove(r Runner, p Plan) error {
-	var errs []error
-	for _, j := range p.Jumps {
-		// iptables -C fails (not "false") when the target chain is gone, and
-		// a jump cannot exist without its target.
-		ok, err := r.ChainExists(j.Table, jumpTarget(j))
-		if err != nil {
-			errs = append(errs, fmt.Errorf("firewall: checking %s chain %s/%s: %w", p.Family, j.Table, jumpTarget(j), err))
-			continue
-		}
-		if !ok {
-			continue
-		}
-		for range maxDuplicateJumps {
-			present, err := r.Exists(j.Table, j.Chain, j.Args...)
-			if err == nil && present {
-				err = r.DeleteIfExists(j.Table, j.Chain, j.Args...)
-			}
-			if err != nil {
-				errs = append(errs, fmt.Errorf("firewall: deleting %s jump %s/%s: %w", p.Family, j.Table, j, err))
-				break
-			}
-			if !present {
-				break
-			}
-		}
-	}
-	for _, c := range p.Chains {
-		if err := r.ClearAndDeleteChain(c.Table, c.Name); err != nil {
-			errs = append(errs, fmt.Errorf("firewall: deleting %s chain %s/%s: %w", p.Family, c.Table, c.Name, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// maxDuplicateJumps bounds the loop that removes repeated copies of a jump.
-const maxDuplicateJumps = 16

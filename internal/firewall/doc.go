@@ -5,9 +5,9 @@
 // (uid ProxyUID *and* socket mark Mark) may leave the namespace.
 //
 // The rule set is computed by a pure function, [BuildPlan], whose output is
-// golden-tested; [Apply], [Check] and [Remove] carry a [Plan] out through a
-// small [Runner] interface, implemented by go-iptables ([New]) and by an
-// in-memory [Fake] for tests.
+// golden-tested; [Apply] and [Check] carry a [Plan] out through a small
+// [Runner] interface, implemented by go-iptables ([New]) and, in the tests,
+// by an in-memory fake (which also removes a plan again).
 //
 //	spec := firewall.Spec{ProxyUID: 1337, Mark: 0x539, TransparentPort: 8080,
 //		DNSPort: 5353, InboundPorts: []int{443, 12000, 8081}, DashboardPort: 8081}
