@@ -8,11 +8,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/panopticon-dev/panopticon/internal/filewatch"
 	"github.com/panopticon-dev/panopticon/internal/policy"
+	"github.com/panopticon-dev/panopticon/internal/refusal"
 )
 
 // Minter mints a leaf for a host name or an IP address (ca.Minter).
@@ -30,8 +32,9 @@ type Certs struct {
 	logger *slog.Logger
 
 	// Minted mode.
-	minter    Minter
-	hostnames *policy.Allowlist // the names minted for, as allowlist patterns
+	minter Minter
+	names  []policy.Host // INBOUND_HOSTNAMES minted for as they are
+	zones  []policy.Host // and those written "*.zone"
 }
 
 // NewFileCerts loads certFile and keyFile (PEM); Watch reloads them when
@@ -71,15 +74,36 @@ func (c *Certs) Watch(ctx context.Context, interval time.Duration) {
 
 // NewMintedCerts mints from m for an SNI that hostnames (INBOUND_HOSTNAMES)
 // name, and for the local address of the connection for any other SNI or
-// none. The names are allowlist patterns with the allowlist's meaning:
-// "*.example.com" covers every name under example.com and example.com
-// itself (each leaf is minted for the exact name asked, never a wildcard).
+// none. "*.example.com" means what it means in the allowlist: every name
+// under example.com and example.com itself (each leaf is minted for the
+// exact name asked, never as a wildcard). An IP address in the list is
+// skipped: no client sends one as SNI, and the local address is minted for
+// anyway. Anything else that is not a host name is an error.
 func NewMintedCerts(m Minter, hostnames []string) (*Certs, error) {
-	list, err := policy.Parse([]byte(strings.Join(hostnames, "\n")), "INBOUND_HOSTNAMES")
-	if err != nil {
-		return nil, err
+	c := &Certs{minter: m}
+	for _, raw := range hostnames {
+		name, wildcard := strings.CutPrefix(strings.TrimSpace(raw), "*.")
+		h, err := policy.ParseHost(name)
+		switch {
+		case err != nil && policy.HostRefusal(err) == refusal.IPLiteral && !wildcard:
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("INBOUND_HOSTNAMES: %q: %w", raw, err)
+		case wildcard:
+			c.zones = append(c.zones, h)
+		default:
+			c.names = append(c.names, h)
+		}
 	}
-	return &Certs{minter: m, hostnames: list}, nil
+	return c, nil
+}
+
+// covers reports whether the minted names include name.
+func (c *Certs) covers(name policy.Host) bool {
+	if slices.Contains(c.names, name) {
+		return true
+	}
+	return slices.ContainsFunc(c.zones, name.Within)
 }
 
 // GetCertificate is a tls.Config.GetCertificate.
@@ -87,10 +111,8 @@ func (c *Certs) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, er
 	if c.minter == nil {
 		return c.file.Value(), nil
 	}
-	if name, err := policy.ParseHost(hello.ServerName); err == nil {
-		if _, ok := c.hostnames.Match(name.String(), 0); ok {
-			return c.minter.Certificate(name.String())
-		}
+	if name, err := policy.ParseHost(hello.ServerName); err == nil && c.covers(name) {
+		return c.minter.Certificate(name.String())
 	}
 	if hello.Conn == nil {
 		return nil, errors.New("choosing an inbound certificate: no server name and no connection")

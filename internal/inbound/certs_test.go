@@ -51,12 +51,14 @@ func handshake(t *testing.T, certs *Certs, serverName string) (*x509.Certificate
 
 func TestMintedCertificates(t *testing.T) {
 	tca := newTestCA(t)
-	certs, err := NewMintedCerts(tca.minter, []string{"Localhost.", "agent.example", "*.bots.example"})
+	certs, err := NewMintedCerts(tca.minter, []string{"Localhost.", "agent.example", "*.bots.example", "*.localhost", "127.0.0.1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewMintedCerts(tca.minter, []string{"*"}); err == nil || !strings.Contains(err.Error(), "INBOUND_HOSTNAMES") {
-		t.Errorf("a pattern the allowlist refuses: err = %v, want it named", err)
+	for _, bad := range []string{"*", "app.example:8443", "exa mple.com"} {
+		if _, err := NewMintedCerts(tca.minter, []string{bad}); err == nil || !strings.Contains(err.Error(), "INBOUND_HOSTNAMES") {
+			t.Errorf("%q: err = %v, want an error naming INBOUND_HOSTNAMES", bad, err)
+		}
 	}
 	tests := []struct {
 		sni     string
@@ -68,6 +70,8 @@ func TestMintedCertificates(t *testing.T) {
 		{"a.bots.example", "a.bots.example", ""},
 		{"a.b.bots.example", "a.b.bots.example", ""}, // "*.x" means what it means in the allowlist
 		{"bots.example", "bots.example", ""},
+		{"dev.localhost", "dev.localhost", ""}, // a development zone is fine here
+		{"xbots.example", "", "127.0.0.1"},     // a zone is whole labels
 		{"unknown.example", "", "127.0.0.1"},
 		{"", "", "127.0.0.1"},
 	}

@@ -34,6 +34,13 @@ func (h Host) String() string { return h.name }
 // IsZero reports whether h is no name.
 func (h Host) IsZero() bool { return h.name == "" }
 
+// Within reports whether h is zone or a name under it: what "*.zone" means
+// wherever a pattern is written (the allowlist, INBOUND_HOSTNAMES).
+func (h Host) Within(zone Host) bool {
+	return !zone.IsZero() && (h.name == zone.name ||
+		len(h.name) > len(zone.name) && h.name[len(h.name)-len(zone.name)-1] == '.' && h.name[len(h.name)-len(zone.name):] == zone.name)
+}
+
 // HostRefusal is the refusal reason of a ParseHost error: ip-literal for an
 // address (in any spelling clients accept), bad-host for anything else.
 func HostRefusal(err error) string {

@@ -6,9 +6,9 @@
 // never opens a socket. A Decision carries the Entry that allowed (with its
 // file and line) or a refusal token (internal/refusal). Host is the one
 // normalised spelling of a name: a door parses what the client sent once
-// (ParseHost) and passes the Host on (DecideHost, the secret rules). The
-// inbound door uses the allowlist grammar for INBOUND_HOSTNAMES, so "*.x"
-// means one thing everywhere.
+// (ParseHost) and passes the Host on (DecideHost, the secret rules).
+// Host.Within is what "*.x" means, in the allowlist and in
+// INBOUND_HOSTNAMES alike.
 //
 //	list, err := policy.ParseFile("/etc/panopticon/allowlist.txt")
 //	p := policy.New(list, policy.NewGuard(nil))

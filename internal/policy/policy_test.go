@@ -188,3 +188,27 @@ func TestRuntimeEntriesAllowAlongsideTheFile(t *testing.T) {
 		t.Fatalf("removed runtime entry still allows: %+v", d)
 	}
 }
+
+// Within is what "*.zone" means: the zone and whole labels under it.
+func TestHostWithin(t *testing.T) {
+	h := func(s string) Host {
+		t.Helper()
+		x, err := ParseHost(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return x
+	}
+	zone := h("example.com")
+	for name, want := range map[string]bool{
+		"example.com": true, "a.example.com": true, "a.b.EXAMPLE.com.": true,
+		"xexample.com": false, "example.com.evil.test": false, "com": false,
+	} {
+		if got := h(name).Within(zone); got != want {
+			t.Errorf("%q within example.com = %v, want %v", name, got, want)
+		}
+	}
+	if h("example.com").Within(Host{}) {
+		t.Error("a name is within the zero Host")
+	}
+}
