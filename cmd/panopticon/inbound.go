@@ -89,19 +89,23 @@ func bindInbound(d *deps) (service, error) {
 				}
 			}()
 		}
-		wg.Go(func() { certs.Watch(ctx, reloadInterval) })
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			filter.Watch(ctx, reloadInterval,
+		// The reloads run while the doors do: they must not keep a failed
+		// door's error from being reported.
+		watchCtx, stopWatching := context.WithCancel(ctx)
+		var watchers sync.WaitGroup
+		watchers.Go(func() { certs.Watch(watchCtx, reloadInterval) })
+		watchers.Go(func() {
+			filter.Watch(watchCtx, reloadInterval,
 				func(rs *inbound.Rules) {
 					d.logger.Info("inbound filter reloaded", "file", rs.Source(), "rules", rs.Len())
 				},
 				func(err error) {
 					d.logger.Error("inbound filter reload failed; keeping the last good rules", "file", filter.Path(), "err", err)
 				})
-		}()
+		})
 		wg.Wait()
+		stopWatching()
+		watchers.Wait()
 		return errors.Join(errs...)
 	}
 	return service{name: "inbound", serve: serve}, nil

@@ -101,7 +101,7 @@ func destination(f requestFacts) (policy.Host, string, *Block) {
 	}
 	if hostHdr != "" {
 		h, err := policy.ParseHost(hostHdr)
-		if same := err == nil && h == f.SNIHost || err != nil && f.SNIErr != nil && strings.EqualFold(strings.TrimSuffix(hostHdr, "."), f.SNI); !same {
+		if same := err == nil && h == f.SNIHost || err != nil && f.SNIErr != nil && strings.EqualFold(strings.TrimSuffix(hostHdr, "."), strings.TrimSuffix(f.SNI, ".")); !same {
 			return policy.Host{}, f.SNI, &Block{Reason: refusal.HostMismatch, Message: fmt.Sprintf("Host %q differs from the TLS server name %q", hostHdr, f.SNI)}
 		}
 	}

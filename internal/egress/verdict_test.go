@@ -40,6 +40,7 @@ func TestDecide(t *testing.T) {
 		{"TLS, Host port differs from the connection's", tls("allowed.test", "allowed.test:8443"), false, "allowed.test", refusal.HostMismatch, "", 0, ""},
 		{"TLS without SNI to an IP", tls("", "203.0.113.10"), false, "203.0.113.10", refusal.IPLiteral, "", 0, ""},
 		{"TLS without SNI and without Host", tls("", ""), false, "", refusal.IPLiteral, "", 0, ""},
+		{"TLS with an IP as SNI, trailing dot", tls("203.0.113.10.", "203.0.113.10"), false, "203.0.113.10", refusal.IPLiteral, "", 0, ""},
 		{"TLS without SNI, named Host", tls("", "allowed.test"), false, "allowed.test", refusal.NoSNI, "", 0, ""},
 		{"TLS to a name not on the list", tls("denied.test", "denied.test"), false, "denied.test", refusal.NotAllowlisted, "", 0, ""},
 		{"TLS to a listed name on another port", with(tls("alt.test", "alt.test"), func(f *requestFacts) { f.Port = 443 }), false, "alt.test", refusal.PortNotAllowed, "", 0, ""},
