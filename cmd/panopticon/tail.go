@@ -19,6 +19,7 @@ import (
 
 	"github.com/panopticon-dev/panopticon/internal/config"
 	"github.com/panopticon-dev/panopticon/internal/flowlog"
+	"github.com/panopticon-dev/panopticon/internal/policy"
 )
 
 // tailOptions are the flags of `panopticon tail`.
@@ -69,7 +70,7 @@ func tailMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "panopticon tail: --kind %q: want egress, dns or inbound\n", o.kind)
 		return 2
 	}
-	o.host = strings.TrimSuffix(strings.ToLower(o.host), ".")
+	o.host = hostFilter(o.host)
 	o.follow = !*noFollow
 	o.color = !o.json && (*color || (isTerminal(stdout) && os.Getenv("NO_COLOR") == ""))
 	o.poll = 250 * time.Millisecond
@@ -140,6 +141,16 @@ func tail(ctx context.Context, o tailOptions, w io.Writer) error {
 		}
 		return o.print(w, e, line)
 	})
+}
+
+// hostFilter spells --host as the flow log does: a name as policy.Host
+// normalises it (so "Bücher.example" finds xn--bcher-kva.example), anything
+// else (an address) lower-cased without its trailing dot.
+func hostFilter(s string) string {
+	if h, err := policy.ParseHost(s); err == nil {
+		return h.String()
+	}
+	return strings.TrimSuffix(strings.ToLower(s), ".")
 }
 
 func (o tailOptions) match(e flowlog.Event) bool {

@@ -252,3 +252,21 @@ func TestTailCommandLine(t *testing.T) {
 		t.Errorf("--kind bogus: exit %d, want 2", code)
 	}
 }
+
+// --host is spelled as the flow log spells names: an IDN finds its punycode.
+func TestHostFilterSpellsNamesAsTheLogDoes(t *testing.T) {
+	for in, want := range map[string]string{
+		"Example.COM.":   "example.com",
+		"bücher.example": "xn--bcher-kva.example",
+		"203.0.113.7":    "203.0.113.7",
+		"[2001:DB8::1]":  "[2001:db8::1]",
+	} {
+		if got := hostFilter(in); got != want {
+			t.Errorf("hostFilter(%q) = %q, want %q", in, got, want)
+		}
+	}
+	o := tailOptions{host: hostFilter("bücher.example")}
+	if !o.match(ev("www.xn--bcher-kva.example")) {
+		t.Error("--host bücher.example does not match a subdomain as logged")
+	}
+}
