@@ -62,9 +62,6 @@ func (c *conn) Close() error {
 	return c.Conn.Close()
 }
 
-// NetConn is the accepted connection itself.
-func (c *conn) NetConn() net.Conn { return c.Conn }
-
 // Underlying is the connection Accept returned underneath the cap's wrapper
 // (c itself for any other connection).
 func Underlying(c net.Conn) net.Conn {

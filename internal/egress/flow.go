@@ -64,7 +64,8 @@ func (p *Proxy) newFlow(meta *connMeta, r *http.Request) *flow {
 func (f *flow) decided(v verdict) {
 	f.verdict, f.Host, f.Name, f.Event.Host = v, v.Host, v.Name, v.Host
 	if d := v.Decision; d.Allow {
-		f.Event.Reason, f.Event.Rule, f.Event.RuleSource = d.Rule(), d.Rule(), d.RuleSource()
+		rule := d.Rule()
+		f.Event.Reason, f.Event.Rule, f.Event.RuleSource = rule, rule, d.RuleSource()
 	}
 }
 
